@@ -1,0 +1,42 @@
+"""Datasets and the device-resident loader.
+
+``load_dataset(name)`` returns a :class:`DatasetArrays` (uint8 images + labels + normalisation);
+``DeviceLoader`` serves it from the device with the recipe's crop/flip augmentation done on the
+device (:func:`augment`); ``reference_transform`` / ``ReferenceDataset`` are the torchvision PIL
+pipeline of the published recipe, for reference-mode runs, benchmarks and equivalence tests.
+
+Datasets: ``cifar100`` (torchvision, md5-checked, optional verified download) and ``digits``
+(scikit-learn's embedded handwritten digits shaped as 3 x 32 x 32 images; no network).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdsrc.data.arrays import SPLITS, DatasetArrays
+from kdsrc.data.augment import (ReferenceDataset, augment, crop_flip_u8, normalize_u8,
+                                reference_transform)
+from kdsrc.data.cifar import CIFAR100_MD5, CIFAR100_URL, load_cifar100
+from kdsrc.data.digits import DIGITS_SPLIT, load_digits_arrays
+from kdsrc.data.loader import Batch, DeviceLoader, EpochDraws, epoch_draws, epoch_seed
+from kdsrc.errors import unknown_name
+
+DATASET_NAMES = ("cifar100", "digits")
+
+
+def load_dataset(name: str, root: str | Path = "data", download: bool = False) -> DatasetArrays:
+    """Load a dataset by name. ``root`` / ``download`` matter for datasets read from disk
+    (``cifar100``); ``digits`` is embedded and ignores them."""
+    if name == "cifar100":
+        return load_cifar100(root, download=download)
+    if name == "digits":
+        return load_digits_arrays()
+    raise unknown_name("dataset", name, DATASET_NAMES)
+
+
+__all__ = [
+    "DATASET_NAMES", "SPLITS", "load_dataset", "DatasetArrays", "DeviceLoader", "Batch",
+    "EpochDraws", "epoch_draws", "epoch_seed", "augment", "crop_flip_u8", "normalize_u8",
+    "reference_transform", "ReferenceDataset", "load_cifar100", "load_digits_arrays",
+    "CIFAR100_URL", "CIFAR100_MD5", "DIGITS_SPLIT",
+]

@@ -1,0 +1,13 @@
+"""Distillers: one module per method, registered by name.
+
+``build_distiller(name, student, teacher, settings, ctx)`` builds one; ``METHODS`` maps names to
+classes; ``resolve_settings(name, overrides)`` merges a run config's method block with the
+method's reference defaults and rejects unknown keys.
+"""
+
+from .base import DistillContext, Distiller, StepState
+from .registry import METHODS, build_distiller, get_method, register, resolve_settings
+from . import vanilla, kd  # noqa: F401  (registration side effect)
+
+__all__ = ["DistillContext", "Distiller", "StepState", "METHODS", "build_distiller",
+           "get_method", "register", "resolve_settings"]

@@ -1,0 +1,113 @@
+"""The distiller interface every method implements.
+
+A distiller receives the student, the (frozen) teacher and its resolved method settings; each
+training step it returns the student logits and a dict of named loss terms, which the engine
+sums and logs one by one. Extra trainable modules (CRD embeddings, view branches, projectors)
+are declared through :meth:`Distiller.extra_modules`; their parameters are optimised with the
+student's and counted in the eval record.
+
+The teacher is deliberately *not* a registered submodule: ``state_dict()`` of a distiller holds
+exactly what training changes (student + extras), which is what the resume checkpoint stores,
+and ``.train()`` can never switch the teacher out of eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class DistillContext:
+    """Facts about the run that a distiller may need when it is built."""
+
+    num_classes: int
+    num_train: int
+    epochs: int
+    device: torch.device
+    train_labels: torch.Tensor | None = None
+    image_size: int = 32
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepState:
+    """Where training is: 1-based epoch (as mdistiller counts for its loss ramps) and global step."""
+
+    epoch: int
+    step: int
+    epochs: int
+
+
+class Distiller(nn.Module):
+    """Base class. Subclasses set ``name``, ``defaults`` and implement :meth:`forward_train`."""
+
+    name: ClassVar[str] = ""
+    #: the method's settings with their reference defaults; the run config may override them
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: whether the method needs a teacher network (``vanilla`` does not)
+    needs_teacher: ClassVar[bool] = True
+    #: one line for ``kdsrc methods`` and the README
+    summary: ClassVar[str] = ""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, settings: dict[str, Any],
+                 ctx: DistillContext):
+        super().__init__()
+        self.student = student
+        self._teacher = [teacher]  # a list keeps it out of state_dict() and .train()
+        self.settings = dict(settings)
+        self.ctx = ctx
+        if teacher is not None:
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+
+    # -- the contract ------------------------------------------------------------------------
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0]
+
+    def forward_train(self, x: torch.Tensor, y: torch.Tensor, batch: Any, state: StepState
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return ``(student_logits, {loss_name: scalar tensor})`` for one training batch."""
+        raise NotImplementedError
+
+    def extra_modules(self) -> list[nn.Module]:
+        """Trainable modules besides the student (optimised with it, counted in the record)."""
+        return []
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Per-epoch scalars the method wants in the CSV log (reset by the method itself)."""
+        return {}
+
+    # -- derived helpers ---------------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        params = list(self.student.parameters())
+        for m in self.extra_modules():
+            params.extend(p for p in m.parameters() if p.requires_grad)
+        return params
+
+    def extra_param_count(self) -> int:
+        return sum(p.numel() for m in self.extra_modules() for p in m.parameters())
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def to(self, *args, **kwargs) -> "Distiller":
+        super().to(*args, **kwargs)
+        if self.teacher is not None:
+            self.teacher.to(*args, **kwargs)
+        return self
+
+    @torch.no_grad()
+    def teacher_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return self.teacher(x)
+
+    def modules_to_save(self) -> Iterable[nn.Module]:
+        yield self

@@ -1,0 +1,23 @@
+"""``kd``: Hinton knowledge distillation with mdistiller's CIFAR weights (CE 0.1, KD 0.9, T 4)."""
+
+import torch.nn.functional as F
+
+from ..losses import kd_loss
+from .base import Distiller
+from .registry import register
+
+
+@register
+class KD(Distiller):
+    name = "kd"
+    summary = "Hinton KD: 0.1·CE + 0.9·T²·KL(teacher ‖ student), T=4"
+    defaults = {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0}
+
+    def forward_train(self, x, y, batch, state):
+        logits, _ = self.student(x)
+        t_logits, _ = self.teacher_forward(x)
+        s = self.settings
+        return logits, {
+            "loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y),
+            "loss_kd": s["kd_weight"] * kd_loss(logits, t_logits, temperature=s["temperature"]),
+        }

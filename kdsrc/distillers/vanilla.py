@@ -1,0 +1,18 @@
+"""``vanilla``: cross-entropy only. Trains students alone and pretrains teachers."""
+
+import torch.nn.functional as F
+
+from .base import Distiller
+from .registry import register
+
+
+@register
+class Vanilla(Distiller):
+    name = "vanilla"
+    summary = "cross-entropy only (students alone, teacher pretraining)"
+    needs_teacher = False
+    defaults = {"ce_weight": 1.0}
+
+    def forward_train(self, x, y, batch, state):
+        logits, _ = self.student(x)
+        return logits, {"loss_ce": self.settings["ce_weight"] * F.cross_entropy(logits.float(), y)}

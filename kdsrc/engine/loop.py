@@ -1,0 +1,268 @@
+"""The training loop: one run config in, weights + per-epoch log + eval record out.
+
+Resumable: after every epoch the whole training state (student, the distiller's extra modules,
+optimizer, RNG states, history) is written to ``last.pt`` atomically, and each epoch's data order
+and augmentation are a pure function of (seed, epoch). A run killed at any point and started
+again with the same config therefore ends with exactly the weights and metrics of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import config_hash, resolve_run_config
+from ..data import DeviceLoader, load_dataset
+from ..distillers import DistillContext, StepState, build_distiller
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..models import build_model, load_teacher
+from .io import atomic_torch_save, atomic_write_json, atomic_write_text
+from .metrics import evaluate, topk_correct
+from .progress import Progress
+from .record import device_name, git_rev, versions
+from .schedule import learning_rate
+from .seeding import rng_state, seed_everything, set_rng_state
+
+RESUME_FORMAT = "kdsrc-resume/1"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run writes: checkpoint folder (last.pt, final.pt), eval record, per-epoch log."""
+
+    ckpt_dir: Path
+    eval_json: Path
+    log_csv: Path
+
+    @classmethod
+    def in_dir(cls, out: str | Path) -> "RunPaths":
+        out = Path(out)
+        return cls(out, out / "eval.json", out / "log.csv")
+
+    @property
+    def last(self) -> Path:
+        return self.ckpt_dir / "last.pt"
+
+    @property
+    def final(self) -> Path:
+        return self.ckpt_dir / "final.pt"
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    if isinstance(spec, torch.device):
+        return spec
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"device: cannot parse {spec!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {spec!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+def _write_csv(history: list[dict[str, Any]], path: Path) -> None:
+    columns: list[str] = []
+    for row in history:
+        columns.extend(k for k in row if k not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(buf.getvalue(), path)
+
+
+def _load_resume(path: Path, chash: str) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file: say which and why
+        raise CheckpointError(f"cannot read resume checkpoint {path}: {e}".splitlines()[0]) from None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise CheckpointError(f"{path} is not a kdsrc resume checkpoint")
+    if state["config_hash"] != chash:
+        raise ConfigError(
+            f"{path} was written by a different run config (hash {state['config_hash'][:12]} vs "
+            f"{chash[:12]}); delete it or pass --no-resume to start over")
+    return state
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16" and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return None
+
+
+def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device = "auto",
+          data_root: str | Path = "data", download: bool = False, resume: bool = True,
+          progress: Progress | None = None) -> dict[str, Any]:
+    """Train one run; return its eval record (also written to ``paths.eval_json``)."""
+    cfg = resolve_run_config(config)
+    chash = config_hash(cfg)
+    progress = progress or Progress()
+    dev = resolve_device(device)
+    autocast = _autocast(dev, cfg["precision"])
+    precision = "bf16" if autocast else "fp32"
+    if cfg["precision"] == "bf16" and not autocast:
+        progress.line("precision bf16 asked for, but autocast is CUDA-only here: running fp32")
+    if dev.type == "cpu":
+        progress.line(f"no GPU in use: running on the CPU ({torch.get_num_threads()} threads)")
+
+    seeds = seed_everything(cfg["seed"])
+    data = load_dataset(cfg["dataset"], root=data_root, download=download)
+    solver = cfg["solver"]
+    channels_last = cfg["mode"] == "fast" and dev.type == "cuda"
+    train_loader = DeviceLoader.from_arrays(data, "train", batch_size=solver["batch_size"],
+                                            device=dev, seed=cfg["seed"],
+                                            channels_last=channels_last)
+    test_loader = DeviceLoader.from_arrays(data, "test", batch_size=solver["eval_batch_size"],
+                                           device=dev, channels_last=channels_last)
+
+    student = build_model(cfg["student"], num_classes=data.num_classes)
+    teacher = None
+    if cfg["teacher"] is not None:
+        ckpt = cfg["teacher"]["checkpoint"]
+        if not ckpt:
+            raise ConfigError("teacher.checkpoint: missing (path to the teacher's weights)")
+        teacher = load_teacher(cfg["teacher"]["name"], ckpt, num_classes=data.num_classes)
+    ctx = DistillContext(num_classes=data.num_classes, num_train=int(data.train_y.numel()),
+                         epochs=solver["epochs"], device=dev, train_labels=data.train_y.to(dev))
+    method = dict(cfg["method"])
+    distiller = build_distiller(method.pop("name"), student, teacher, method, ctx)
+    distiller.to(dev)
+    if channels_last:
+        distiller.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(distiller.trainable_parameters(), lr=solver["lr"],
+                                momentum=solver["momentum"], weight_decay=solver["weight_decay"],
+                                nesterov=solver["nesterov"])
+
+    start_epoch, history = 1, []
+    best = {"top1": -1.0, "top5": 0.0, "epoch": 0}
+    wall_s = train_s = 0.0
+    samples = 0
+    if resume and paths.last.exists():
+        state = _load_resume(paths.last, chash)
+        distiller.load_state_dict(state["distiller"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start_epoch = state["epoch"] + 1
+        history, best = state["history"], state["best"]
+        wall_s, train_s, samples = state["wall_s"], state["train_s"], state["samples"]
+        progress.line(f"resuming from {paths.last} after epoch {state['epoch']}")
+
+    epochs = solver["epochs"]
+    steps_per_epoch = len(train_loader)
+    for epoch in range(start_epoch, epochs + 1):
+        t_epoch = time.perf_counter()
+        lr = learning_rate(epoch, solver)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        train_loader.set_epoch(epoch)
+        distiller.train()
+        sums: dict[str, torch.Tensor] = {}
+        correct = seen = 0
+        total_sum = 0.0
+        for i, batch in enumerate(train_loader, 1):
+            state_ = StepState(epoch=epoch, step=(epoch - 1) * steps_per_epoch + i, epochs=epochs)
+            ctx_mgr = autocast() if autocast else contextlib.nullcontext()
+            with ctx_mgr:
+                logits, losses = distiller.forward_train(batch.x, batch.y, batch, state_)
+            total = sum(v.float() for v in losses.values())
+            loss_value = float(total.detach())
+            if not math.isfinite(loss_value):
+                bad = next((k for k, v in losses.items() if not torch.isfinite(v).all()), "total")
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch}, step {i} of {steps_per_epoch}: "
+                    f"{bad} = {float(losses.get(bad, total).detach())}; lower the learning rate or check "
+                    f"the method's weights")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            n = batch.y.numel()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            total_sum += loss_value * n
+            correct += topk_correct(logits.detach().float(), batch.y, ks=(1,))[0]
+            seen += n
+            progress.step(epoch, epochs, i, steps_per_epoch, loss_value)
+        train_time = time.perf_counter() - t_epoch
+        test = evaluate(distiller.student, test_loader, autocast=autocast)
+        row = {"epoch": epoch, "lr": lr, "train_loss": total_sum / seen}
+        row.update({k: v / seen for k, v in sums.items()})
+        row.update({"train_top1": 100.0 * correct / seen, "test_top1": test["top1"],
+                    "test_top5": test["top5"], "test_loss": test["loss"]})
+        row.update(distiller.epoch_metrics())
+        epoch_s = time.perf_counter() - t_epoch
+        row["epoch_s"] = epoch_s
+        history.append(row)
+        if test["top1"] > best["top1"]:
+            best = {"top1": test["top1"], "top5": test["top5"], "epoch": epoch}
+        wall_s += epoch_s
+        train_s += train_time
+        samples += seen
+        progress.line(f"epoch {epoch}/{epochs} lr {lr:.4g} loss {row['train_loss']:.4f} "
+                      f"train {row['train_top1']:.2f} test {test['top1']:.2f} "
+                      f"(best {best['top1']:.2f} @ {best['epoch']}) {epoch_s:.1f}s")
+        _write_csv(history, paths.log_csv)
+        atomic_torch_save({
+            "format": RESUME_FORMAT, "config_hash": chash, "config": cfg, "epoch": epoch,
+            "distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": rng_state(), "history": history, "best": best,
+            "wall_s": wall_s, "train_s": train_s, "samples": samples,
+        }, paths.last)
+
+    if not history:
+        raise ConfigError("solver.epochs: nothing was trained")
+    last = history[-1]
+    record = {
+        "dataset": cfg["dataset"],
+        "teacher": cfg["teacher"]["name"] if cfg["teacher"] else "none",
+        "student": cfg["student"],
+        "method": cfg["method"]["name"],
+        "seed": cfg["seed"],
+        "config_hash": chash,
+        "top1_best": best["top1"], "top5_best": best["top5"], "epoch_best": best["epoch"],
+        "top1_last": last["test_top1"], "top5_last": last["test_top5"],
+        "epochs": epochs,
+        "wall_s": round(wall_s, 3),
+        "samples_per_s": round(samples / train_s, 2) if train_s > 0 else 0.0,
+        "device": device_name(dev),
+        "mode": cfg["mode"],
+        "precision": precision,
+        "extra_params": distiller.extra_param_count(),
+        "switches": {k: v for k, v in cfg["method"].items() if k != "name"},
+        "versions": versions(),
+        "git_rev": git_rev(),
+        "seeds": seeds,
+        "config": cfg,
+    }
+    atomic_torch_save({"model": distiller.student.state_dict(),
+                       "kdsrc": {"config": cfg, "config_hash": chash, "epoch": epochs,
+                                 "top1_last": last["test_top1"]}}, paths.final)
+    atomic_write_json(record, paths.eval_json)
+    return record
+
+
+def evaluate_checkpoint(model_name: str, checkpoint: str | Path, dataset: str, *,
+                        data_root: str | Path = "data", download: bool = False,
+                        device: str = "auto", batch_size: int = 256) -> dict[str, Any]:
+    """Top-1/top-5 of a checkpoint (published format or ours) on a dataset's test split."""
+    dev = resolve_device(device)
+    data = load_dataset(dataset, root=data_root, download=download)
+    model = load_teacher(model_name, checkpoint, num_classes=data.num_classes).to(dev)
+    loader = DeviceLoader.from_arrays(data, "test", batch_size=batch_size, device=dev)
+    res = evaluate(model, loader)
+    return {"model": model_name, "checkpoint": str(checkpoint), "dataset": dataset,
+            "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],
+            "num_test": int(data.test_y.numel()), "device": device_name(dev),
+            "versions": versions()}

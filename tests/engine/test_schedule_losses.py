@@ -1,0 +1,42 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdsrc.engine import learning_rate
+from kdsrc.losses import kd_loss
+
+SOLVER = {"lr": 0.05, "lr_decay_rate": 0.1, "lr_decay_epochs": [150, 180, 210],
+          "warmup_epochs": 0}
+
+
+@pytest.mark.parametrize("epoch, lr", [(1, 0.05), (150, 0.05), (151, 0.005), (180, 0.005),
+                                       (181, 5e-4), (210, 5e-4), (211, 5e-5), (240, 5e-5)])
+def test_step_schedule_matches_mdistiller(epoch, lr):
+    assert math.isclose(learning_rate(epoch, SOLVER), lr, rel_tol=1e-12)
+
+
+def test_linear_warmup():
+    s = {**SOLVER, "warmup_epochs": 5}
+    assert [round(learning_rate(e, s), 6) for e in (1, 3, 5, 6)] == [0.01, 0.03, 0.05, 0.05]
+
+
+def test_kd_zero_for_equal_logits():
+    z = torch.randn(8, 100)
+    assert kd_loss(z, z.clone()).abs().item() < 1e-6
+
+
+def test_kd_matches_the_reference_formula():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(16, 100, generator=g), torch.randn(16, 100, generator=g) * 3
+    for T in (1.0, 4.0):
+        ref = F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="none").sum(1).mean()
+        assert torch.allclose(kd_loss(s, t, temperature=T), ref * T * T, rtol=1e-5)
+
+
+def test_kd_gradient_only_reaches_the_student():
+    s = torch.randn(4, 10, requires_grad=True)
+    t = torch.randn(4, 10, requires_grad=True)
+    kd_loss(s, t.detach()).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
