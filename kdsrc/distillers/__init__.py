@@ -5,9 +5,9 @@ classes; ``resolve_settings(name, overrides)`` merges a run config's method bloc
 method's reference defaults and rejects unknown keys.
 """
 
-from .base import DistillContext, Distiller, StepState
+from .base import DistillContext, Distiller, StepState, TeacherOutputs
 from .registry import METHODS, build_distiller, get_method, register, resolve_settings
 from . import vanilla, kd  # noqa: F401  (registration side effect)
 
-__all__ = ["DistillContext", "Distiller", "StepState", "METHODS", "build_distiller",
+__all__ = ["DistillContext", "Distiller", "StepState", "TeacherOutputs", "METHODS", "build_distiller",
            "get_method", "register", "resolve_settings"]

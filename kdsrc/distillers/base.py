@@ -14,9 +14,10 @@ and ``.train()`` can never switch the teacher out of eval mode.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -29,8 +30,40 @@ class DistillContext:
     epochs: int
     device: torch.device
     train_labels: torch.Tensor | None = None
+    #: the uint8 training images on the device (N x 3 x H x W), for methods that build their own
+    #: views of a sample (MLKD's strong augmentation); ``batch.index`` indexes it
+    train_images: torch.Tensor | None = None
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    pad: int = 4
+    flip: bool = True
     image_size: int = 32
+    #: the student's and teacher's feature geometry, measured by one dry forward (see
+    #: :func:`kdsrc.models.feature_dims`); distillers size their projectors from it
+    student_dims: dict[str, Any] = field(default_factory=dict)
+    teacher_dims: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TeacherOutputs:
+    """What a distiller sees of the teacher for one batch.
+
+    ``logits`` and ``feats`` (the model's feature dict) come from the frozen teacher, or from a
+    precomputed teacher cache. ``probs(T)`` gives the teacher's target distribution at
+    temperature T; wrappers such as Angular-KD replace it (the ensemble of views and teacher) and
+    replace ``feats["pooled_feat"]`` (the ensemble feature) without the base method knowing.
+    Losses that distil probabilities must therefore use ``probs(T)``, not ``logits``.
+    """
+
+    logits: torch.Tensor | None
+    feats: dict[str, Any]
+    prob_fn: Callable[[float], torch.Tensor] | None = None
+
+    def probs(self, temperature: float) -> torch.Tensor:
+        if self.prob_fn is not None:
+            return self.prob_fn(temperature)
+        return F.softmax(self.logits.float() / float(temperature), dim=1)
 
 
 @dataclass
@@ -60,6 +93,8 @@ class Distiller(nn.Module):
         self._teacher = [teacher]  # a list keeps it out of state_dict() and .train()
         self.settings = dict(settings)
         self.ctx = ctx
+        #: optional hook ``(TeacherOutputs, x, y, batch) -> TeacherOutputs`` (Angular-KD views)
+        self.teacher_transform: Callable[..., TeacherOutputs] | None = None
         if teacher is not None:
             teacher.eval()
             for p in teacher.parameters():
@@ -108,6 +143,18 @@ class Distiller(nn.Module):
     @torch.no_grad()
     def teacher_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         return self.teacher(x)
+
+    def teacher_outputs(self, x: torch.Tensor, y: torch.Tensor, batch: Any) -> TeacherOutputs:
+        """The teacher's view of this batch, passed through ``teacher_transform`` if one is set.
+
+        Every distiller gets its teacher targets here, which is where a teacher cache or an
+        Angular-KD view ensemble plugs in.
+        """
+        logits, feats = self.teacher_forward(x)
+        out = TeacherOutputs(logits=logits, feats=feats)
+        if self.teacher_transform is not None:
+            out = self.teacher_transform(out, x, y, batch)
+        return out
 
     def modules_to_save(self) -> Iterable[nn.Module]:
         yield self

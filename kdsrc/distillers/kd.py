@@ -2,7 +2,7 @@
 
 import torch.nn.functional as F
 
-from ..losses import kd_loss
+from ..losses import kd_loss_from_probs
 from .base import Distiller
 from .registry import register
 
@@ -15,9 +15,10 @@ class KD(Distiller):
 
     def forward_train(self, x, y, batch, state):
         logits, _ = self.student(x)
-        t_logits, _ = self.teacher_forward(x)
         s = self.settings
+        t = self.teacher_outputs(x, y, batch)
         return logits, {
             "loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y),
-            "loss_kd": s["kd_weight"] * kd_loss(logits, t_logits, temperature=s["temperature"]),
+            "loss_kd": s["kd_weight"] * kd_loss_from_probs(
+                logits, t.probs(s["temperature"]), temperature=s["temperature"]),
         }

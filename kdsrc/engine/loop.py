@@ -24,7 +24,7 @@ from ..config import config_hash, resolve_run_config
 from ..data import DeviceLoader, load_dataset
 from ..distillers import DistillContext, StepState, build_distiller
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
-from ..models import build_model, load_teacher
+from ..models import build_model, feature_dims, load_teacher
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .metrics import evaluate, topk_correct
 from .progress import Progress
@@ -136,7 +136,12 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
             raise ConfigError("teacher.checkpoint: missing (path to the teacher's weights)")
         teacher = load_teacher(cfg["teacher"]["name"], ckpt, num_classes=data.num_classes)
     ctx = DistillContext(num_classes=data.num_classes, num_train=int(data.train_y.numel()),
-                         epochs=solver["epochs"], device=dev, train_labels=data.train_y.to(dev))
+                         epochs=solver["epochs"], device=dev, train_labels=train_loader.labels,
+                         train_images=train_loader.images, mean=data.mean, std=data.std,
+                         pad=data.pad, flip=data.flip, image_size=data.train_x.shape[-1],
+                         student_dims=feature_dims(student, data.train_x.shape[-1]),
+                         teacher_dims=(feature_dims(teacher, data.train_x.shape[-1])
+                                       if teacher is not None else {}))
     method = dict(cfg["method"])
     distiller = build_distiller(method.pop("name"), student, teacher, method, ctx)
     distiller.to(dev)

@@ -4,6 +4,6 @@ Hyperparameters are keyword arguments with the reference defaults; each docstrin
 formula and the file of the reference implementation it follows.
 """
 
-from .kd import kd_loss
+from .kd import kd_loss, kd_loss_from_probs
 
-__all__ = ["kd_loss"]
+__all__ = ["kd_loss", "kd_loss_from_probs"]

@@ -17,3 +17,18 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *,
     log_p_t = F.log_softmax(teacher_logits.float() / t, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
     return kl.mean() * (t * t)
+
+
+def kd_loss_from_probs(student_logits: torch.Tensor, teacher_probs: torch.Tensor, *,
+                       temperature: float = 4.0) -> torch.Tensor:
+    """KD towards given target probabilities: ``T² · mean_i Σ_c q_c (log q_c − log p_s,c)``.
+
+    ``q`` need not sum to one: the official Angular-KD ensemble with L2-normalised weights sums to
+    ≈2.44 and is used as is (its gradient is KD towards q/Σq scaled by Σq). Zero entries of q
+    contribute zero (xlogy convention).
+    """
+    t = float(temperature)
+    q = teacher_probs.float()
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=1)
+    kl = (torch.special.xlogy(q, q) - q * log_p_s).sum(dim=1)
+    return kl.mean() * (t * t)

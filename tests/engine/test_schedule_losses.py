@@ -40,3 +40,11 @@ def test_kd_gradient_only_reaches_the_student():
     t = torch.randn(4, 10, requires_grad=True)
     kd_loss(s, t.detach()).backward()
     assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+def test_kd_from_probs_equals_kd_for_softmax_targets():
+    from kdsrc.losses import kd_loss_from_probs
+
+    g = torch.Generator().manual_seed(1)
+    s, t = torch.randn(8, 20, generator=g), torch.randn(8, 20, generator=g)
+    assert torch.allclose(kd_loss_from_probs(s, F.softmax(t / 4, 1)), kd_loss(s, t), rtol=1e-5)
