@@ -41,11 +41,18 @@ SOLVER_DEFAULTS: dict[str, Any] = {
     "lr_decay_epochs": [150, 180, 210],
     "lr_decay_rate": 0.1,
     "warmup_epochs": 0,
+    # "linear": lr·epoch/w for the first w epochs. "ldrld_as_coded": LDRLD's
+    # adjust_learning_rate_wram_up, whose LR sticks at (w-1)/w·lr from epoch w until the first
+    # decay (0.0475 for lr 0.05, w 20) because the base LR is never written back.
+    "warmup_mode": "linear",
     "eval_batch_size": 256,
 }
+WARMUP_MODES = ("linear", "ldrld_as_coded")
+TEACHER_CACHE_MODES = ("auto", "off")
 MODES = ("reference", "fast")
 PRECISIONS = ("fp32", "bf16")
-TOP_KEYS = ("dataset", "teacher", "student", "method", "solver", "seed", "mode", "precision")
+TOP_KEYS = ("dataset", "teacher", "student", "method", "solver", "seed", "mode", "precision",
+            "teacher_cache")
 
 
 def default_lr(student: str) -> float:
@@ -82,6 +89,8 @@ def _resolve_solver(raw: Any, student: str) -> dict[str, Any]:
         solver[key] = float(v)
     _require(solver["lr"] > 0, "solver.lr", "must be > 0")
     _require(isinstance(solver["nesterov"], bool), "solver.nesterov", "expected true/false")
+    _require(solver["warmup_mode"] in WARMUP_MODES, "solver.warmup_mode",
+             f"expected one of {', '.join(WARMUP_MODES)}, got {solver['warmup_mode']!r}")
     stages = solver["lr_decay_epochs"]
     _require(isinstance(stages, list) and all(isinstance(s, int) and not isinstance(s, bool)
                                               for s in stages),
@@ -102,15 +111,18 @@ def _resolve_teacher(raw: Any) -> dict[str, Any] | None:
     _require(isinstance(raw, dict), "teacher", "expected 'none', a model name or a mapping "
              "{name, checkpoint}")
     for key in raw:
-        _require(key in ("name", "checkpoint"), f"teacher.{key}",
-                 "unknown key; allowed: name, checkpoint")
+        _require(key in ("name", "checkpoint", "cache"), f"teacher.{key}",
+                 "unknown key; allowed: name, checkpoint, cache")
     name = raw.get("name")
     _require(isinstance(name, str), "teacher.name", "missing or not a string")
     if name not in MODEL_NAMES:
         raise unknown_name("model", name, MODEL_NAMES)
     ckpt = raw.get("checkpoint")
     _require(ckpt is None or isinstance(ckpt, str), "teacher.checkpoint", "expected a path")
-    return {"name": name, "checkpoint": ckpt}
+    cache = raw.get("cache")
+    _require(cache is None or isinstance(cache, str), "teacher.cache",
+             "expected the path of a precomputed teacher cache")
+    return {"name": name, "checkpoint": ckpt, "cache": cache}
 
 
 def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +172,9 @@ def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:
     precision = raw.get("precision", "fp32")
     _require(precision in PRECISIONS, "precision",
              f"expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    teacher_cache = raw.get("teacher_cache", "auto")
+    _require(teacher_cache in TEACHER_CACHE_MODES, "teacher_cache",
+             f"expected one of {', '.join(TEACHER_CACHE_MODES)}, got {teacher_cache!r}")
 
     return {
         "dataset": dataset,
@@ -170,14 +185,20 @@ def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "mode": mode,
         "precision": precision,
+        "teacher_cache": teacher_cache,
     }
 
 
 def identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that defines the run (no file locations)."""
+    """The part of a resolved config that defines the run (no file locations).
+
+    Dropped: the teacher's checkpoint and cache paths, and method settings ending in
+    ``_checkpoint`` (e.g. pretrained Angular-KD views): where a file lies is not what the run is.
+    """
     ident = copy.deepcopy(cfg)
     if ident.get("teacher"):
         ident["teacher"] = {"name": ident["teacher"]["name"]}
+    ident["method"] = {k: v for k, v in ident["method"].items() if not k.endswith("_checkpoint")}
     return ident
 
 

@@ -10,8 +10,20 @@ def learning_rate(epoch: int, solver: dict) -> float:
     151–180, ... in the reference. With ``warmup_epochs = w > 0`` the first w epochs are scaled
     by ``epoch / w`` (mdistiller has no warm-up; it is off by default).
     """
-    lr = solver["lr"] * solver["lr_decay_rate"] ** sum(epoch > s for s in solver["lr_decay_epochs"])
+    stages = solver["lr_decay_epochs"]
+    lr = solver["lr"] * solver["lr_decay_rate"] ** sum(epoch > s for s in stages)
     w = solver.get("warmup_epochs", 0)
-    if w and epoch <= w:
+    if not w:
+        return lr
+    if solver.get("warmup_mode", "linear") == "ldrld_as_coded":
+        # LDRLD helper/util.py: the warm-up writes epoch/w·lr for epoch < w; from epoch w until
+        # the first decay it returns the base LR without writing it, so (w-1)/w·lr stays.
+        first_decay = stages[0] if stages else float("inf")
+        if epoch < w:
+            return solver["lr"] * epoch / w
+        if epoch <= first_decay:
+            return solver["lr"] * (w - 1) / w
+        return lr
+    if epoch <= w:
         lr *= epoch / w
     return lr

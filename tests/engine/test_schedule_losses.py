@@ -22,6 +22,14 @@ def test_linear_warmup():
     assert [round(learning_rate(e, s), 6) for e in (1, 3, 5, 6)] == [0.01, 0.03, 0.05, 0.05]
 
 
+def test_ldrld_warmup_as_coded():
+    """Measured on LDRLD's own function: 0.0025 @1, 0.0475 @19..150, 0.005 @151, 5e-4 @181."""
+    s = {**SOLVER, "warmup_epochs": 20, "warmup_mode": "ldrld_as_coded"}
+    got = {e: learning_rate(e, s) for e in (1, 19, 20, 150, 151, 181, 211)}
+    want = {1: 0.0025, 19: 0.0475, 20: 0.0475, 150: 0.0475, 151: 0.005, 181: 5e-4, 211: 5e-5}
+    assert all(math.isclose(got[e], want[e], rel_tol=1e-9) for e in want), got
+
+
 def test_kd_zero_for_equal_logits():
     z = torch.randn(8, 100)
     assert kd_loss(z, z.clone()).abs().item() < 1e-6
