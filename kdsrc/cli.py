@@ -73,6 +73,34 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain_views(args: argparse.Namespace) -> int:
+    from .engine import Progress
+    from .engine.views import pretrain_views, settings_from_assignments
+
+    meta = pretrain_views(args.teacher, args.teacher_checkpoint, args.dataset,
+                          settings_from_assignments(args.set or []), args.out, seed=args.seed,
+                          device=args.device, data_root=args.data_root, download=args.download,
+                          resume=not args.no_resume, progress=Progress(enabled=not args.quiet))
+    test = meta["test"]
+    print(f"views of {args.teacher} on {args.dataset}: ensemble top1 {test['ensemble_top1']:.2f} "
+          f"(teacher {test['teacher_top1']:.2f}); written to {args.out}")
+    return 0
+
+
+def _cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    from .dvcstages import write
+
+    if args.check:
+        if write(args.path, check=True):
+            print(f"{args.path} is up to date with rules/")
+            return 0
+        print(f"{args.path} is out of date: run `kdsrc dvc-yaml`", file=sys.stderr)
+        return 1
+    write(args.path)
+    print(f"wrote {args.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kdsrc",
@@ -119,6 +147,41 @@ def build_parser() -> argparse.ArgumentParser:
     me = sub.add_parser("methods", help="list distillation methods")
     me.add_argument("-v", "--verbose", action="store_true", help="show each method's defaults")
     me.set_defaults(func=_cmd_methods)
+
+    pv = sub.add_parser(
+        "pretrain-views", help="Angular-KD stage 1: train the view branches on a frozen teacher",
+        description="Train Angular-KD's view branches on a frozen teacher with the angular\n"
+                    "losses only (no student): the stage-1 file that method angularkd reads\n"
+                    "with views: pretrained (method.views_checkpoint). Recipe: SGD, momentum\n"
+                    "0.9, wd 5e-4, batch 64, lr pretrain_lr (0.1) x0.1 at pretrain_milestones\n"
+                    "([10, 20]), pretrain_epochs (30) epochs. Resumable (OUT.partial).",
+        epilog="example:\n  kdsrc pretrain-views --teacher resnet32x4 --teacher-checkpoint "
+               "results/teachers/cifar100/resnet32x4/model.pt \\\n      --dataset cifar100 "
+               "--out views.pt --set base=crd --set angles=exact\n\n--set takes angularkd "
+               "settings (see `kdsrc methods -v`); the distillation must use the same view "
+               "settings and pretrain_* values, which it checks.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pv.add_argument("--teacher", required=True, metavar="NAME", help="teacher architecture")
+    pv.add_argument("--teacher-checkpoint", required=True, metavar="FILE", help="teacher weights")
+    pv.add_argument("--dataset", required=True, help="cifar100 or digits")
+    pv.add_argument("--out", required=True, metavar="FILE", help="the views file to write")
+    pv.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="an angularkd setting, value parsed as YAML (e.g. num_views=5, "
+                         "angles=exact, pretrain_epochs=30); repeatable")
+    pv.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pv.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    pv.add_argument("--data-root", default="data", metavar="DIR")
+    pv.add_argument("--download", action="store_true")
+    pv.add_argument("--no-resume", action="store_true", help="ignore OUT.partial, start over")
+    pv.add_argument("--quiet", action="store_true", help="no progress output")
+    pv.set_defaults(func=_cmd_pretrain_views)
+    dv = sub.add_parser("dvc-yaml", help="generate dvc.yaml from the Snakemake rules",
+                        description="Write dvc.yaml (stages teachers, runs, tables) from rules/; "
+                                    "run from the repository root.")
+    dv.add_argument("--check", action="store_true",
+                    help="do not write; exit 1 if dvc.yaml differs from what the rules imply")
+    dv.add_argument("--path", default="dvc.yaml")
+    dv.set_defaults(func=_cmd_dvc_yaml)
     return p
 
 

@@ -11,6 +11,7 @@ Datasets: ``cifar100`` (torchvision, md5-checked, optional verified download) an
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from kdsrc.data.arrays import SPLITS, DatasetArrays
@@ -28,7 +29,13 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = False) -
     """Load a dataset by name. ``root`` / ``download`` matter for datasets read from disk
     (``cifar100``); ``digits`` is embedded and ignores them."""
     if name == "cifar100":
-        return load_cifar100(root, download=download)
+        if not download:
+            return load_cifar100(root, download=False)
+        # parallel pipeline jobs on a fresh machine: one downloads, the others wait for it
+        Path(root).mkdir(parents=True, exist_ok=True)
+        with open(Path(root) / ".cifar100.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return load_cifar100(root, download=True)
     if name == "digits":
         return load_digits_arrays()
     raise unknown_name("dataset", name, DATASET_NAMES)

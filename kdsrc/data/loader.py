@@ -10,6 +10,11 @@ kill replays epoch ``e`` exactly. Call :meth:`DeviceLoader.set_epoch` before ite
 
 Batches hold the normalised images, labels, dataset indices and the draws that produced them (so a
 teacher-output cache can be indexed by ``(index, dy, dx, flip)``).
+
+Fixed views (the multi-view teacher cache, :mod:`kdsrc.cache`): with ``fixed_variants`` (an
+``N x K x 3`` tensor of ``(dy, dx, flip)`` per image) a training epoch keeps the same permutation
+but gives every sample one of its image's K stored views, the slot drawn uniformly from a second
+CPU generator seeded by :func:`views_epoch_seed` ``(seed, epoch)``.
 """
 
 from __future__ import annotations
@@ -68,12 +73,30 @@ def epoch_draws(n: int, *, seed: int, epoch: int, pad: int, flip: bool) -> Epoch
     return EpochDraws(perm, dy, dx, fl)
 
 
+def views_epoch_seed(seed: int, epoch: int) -> int:
+    """Generator seed of the fixed-view slots of ``(seed, epoch)`` (independent of epoch_seed's)."""
+    digest = hashlib.sha256(f"kdsrc.DeviceLoader.views:{int(seed)}:{int(epoch)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def fixed_view_draws(draws: EpochDraws, variants: torch.Tensor, *, seed: int, epoch: int
+                     ) -> EpochDraws:
+    """``draws`` with each position's crop/flip replaced by one of its image's fixed views."""
+    n, k = variants.shape[0], variants.shape[1]
+    g = torch.Generator(device="cpu")
+    g.manual_seed(views_epoch_seed(seed, epoch))
+    slot = torch.randint(0, k, (n,), generator=g, dtype=torch.int64)
+    chosen = variants[draws.perm, slot]                      # N x 3, by position in the epoch
+    return EpochDraws(draws.perm, chosen[:, 0].clone(), chosen[:, 1].clone(), chosen[:, 2].bool())
+
+
 class DeviceLoader:
     """Batches of a uint8 image set that lives on ``device``; see the module docstring."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, mean, std,
                  train: bool, pad: int = 4, flip: bool = True, device="cpu", seed: int = 0,
-                 drop_last: bool = False, channels_last: bool = False, dtype=torch.float32):
+                 drop_last: bool = False, channels_last: bool = False, dtype=torch.float32,
+                 fixed_variants: torch.Tensor | None = None):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor N x C x H x W")
         labels = torch.as_tensor(labels)
@@ -105,6 +128,24 @@ class DeviceLoader:
         self.channels_last = bool(channels_last)
         self.dtype = dtype
         self.epoch = 0
+        self.fixed_variants: torch.Tensor | None = None
+        self.set_fixed_variants(fixed_variants)
+
+    def set_fixed_variants(self, variants: torch.Tensor | None) -> None:
+        """Train on K fixed ``(dy, dx, flip)`` views per image (``N x K x 3``), or None: fresh
+        crops and flips (see the module docstring)."""
+        if variants is None:
+            self.fixed_variants = None
+            return
+        v = torch.as_tensor(variants).to("cpu", torch.int64)
+        if v.dim() != 3 or v.shape[0] != self.num_samples or v.shape[1] < 1 or v.shape[2] != 3:
+            raise ValueError(f"fixed_variants must be N x K x 3 with N = {self.num_samples}, "
+                             f"got {tuple(v.shape)}")
+        if (int(v[..., :2].min()) < 0 or int(v[..., :2].max()) > 2 * self.pad
+                or int(v[..., 2].min()) < 0 or int(v[..., 2].max()) > int(self.flip)):
+            raise ValueError(f"fixed_variants out of range: dy, dx in [0, {2 * self.pad}], "
+                             f"flip in [0, {int(self.flip)}]")
+        self.fixed_variants = v.contiguous()
 
     @classmethod
     def from_arrays(cls, arrays: DatasetArrays, split: str, **kw) -> "DeviceLoader":
@@ -135,9 +176,11 @@ class DeviceLoader:
 
     def draws(self, epoch: int | None = None) -> EpochDraws:
         """The randomness of a training epoch (default: the current one), on the CPU."""
-        return epoch_draws(self.num_samples, seed=self.seed,
-                           epoch=self.epoch if epoch is None else epoch,
-                           pad=self.pad, flip=self.flip)
+        epoch = self.epoch if epoch is None else epoch
+        d = epoch_draws(self.num_samples, seed=self.seed, epoch=epoch, pad=self.pad, flip=self.flip)
+        if self.fixed_variants is not None:
+            d = fixed_view_draws(d, self.fixed_variants, seed=self.seed, epoch=epoch)
+        return d
 
     def __iter__(self) -> Iterator[Batch]:
         n, b = self.num_samples, self.batch_size

@@ -11,3 +11,7 @@ from . import vanilla, kd  # noqa: F401  (registration side effect)
 
 __all__ = ["DistillContext", "Distiller", "StepState", "TeacherOutputs", "METHODS", "build_distiller",
            "get_method", "register", "resolve_settings"]
+from . import dkd, crd, reviewkd, tekap  # noqa: F401  (registration side effect)
+from . import rsd  # noqa: F401
+from . import angularkd  # noqa: F401,E402  (Angular-KD wrapper; registers after its bases)
+from . import mlkd, ldrld  # noqa: F401,E402  (registration side effect)

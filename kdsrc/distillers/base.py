@@ -43,6 +43,9 @@ class DistillContext:
     student_dims: dict[str, Any] = field(default_factory=dict)
     teacher_dims: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: an open :class:`kdsrc.cache.TeacherCache` when the run reads precomputed teacher outputs
+    #: (the engine opens it only if it holds the method's ``cache_needs``), else None
+    teacher_cache: Any = None
 
 
 @dataclass
@@ -85,6 +88,11 @@ class Distiller(nn.Module):
     needs_teacher: ClassVar[bool] = True
     #: one line for ``kdsrc methods`` and the README
     summary: ClassVar[str] = ""
+    #: what of the teacher the method reads through :meth:`teacher_outputs`: a subset of
+    #: ``{"logits", "pooled_feat"}`` lets a precomputed teacher cache (:mod:`kdsrc.cache`) stand in
+    #: for the teacher forward; None (methods that read feature maps, or run the teacher on
+    #: other inputs than the batch's own augmented images) = the method cannot use a cache
+    cache_needs: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, settings: dict[str, Any],
                  ctx: DistillContext):
@@ -148,10 +156,21 @@ class Distiller(nn.Module):
         """The teacher's view of this batch, passed through ``teacher_transform`` if one is set.
 
         Every distiller gets its teacher targets here, which is where a teacher cache or an
-        Angular-KD view ensemble plugs in.
+        Angular-KD view ensemble plugs in. With a teacher cache in the context that holds the
+        method's ``cache_needs``, and a training ``batch`` that carries its augmentation
+        (``index``, ``dy``, ``dx``, ``flip``), the logits and ``feats["pooled_feat"]`` come from
+        the cache (float32) and the teacher is not run; ``x`` must then be that batch's images.
         """
-        logits, feats = self.teacher_forward(x)
-        out = TeacherOutputs(logits=logits, feats=feats)
+        cache = getattr(self.ctx, "teacher_cache", None)
+        if (cache is not None and getattr(batch, "dy", None) is not None
+                and cache.satisfies(self.cache_needs)):
+            logits, pooled = cache.lookup(batch.index, batch.dy, batch.dx, batch.flip,
+                                          pooled="pooled_feat" in self.cache_needs)
+            out = TeacherOutputs(logits=logits,
+                                 feats={} if pooled is None else {"pooled_feat": pooled})
+        else:
+            logits, feats = self.teacher_forward(x)
+            out = TeacherOutputs(logits=logits, feats=feats)
         if self.teacher_transform is not None:
             out = self.teacher_transform(out, x, y, batch)
         return out

@@ -12,6 +12,7 @@ class KD(Distiller):
     name = "kd"
     summary = "Hinton KD: 0.1·CE + 0.9·T²·KL(teacher ‖ student), T=4"
     defaults = {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0}
+    cache_needs = frozenset({"logits"})
 
     def forward_train(self, x, y, batch, state):
         logits, _ = self.student(x)

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
+from ..cache import open_run_cache
 from ..config import config_hash, resolve_run_config
 from ..data import DeviceLoader, load_dataset
-from ..distillers import DistillContext, StepState, build_distiller
+from ..distillers import DistillContext, StepState, build_distiller, get_method
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..models import build_model, feature_dims, load_teacher
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -135,14 +136,26 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
         if not ckpt:
             raise ConfigError("teacher.checkpoint: missing (path to the teacher's weights)")
         teacher = load_teacher(cfg["teacher"]["name"], ckpt, num_classes=data.num_classes)
+    method = dict(cfg["method"])
+    teacher_cache, cache_note = open_run_cache(
+        cfg, method=method["name"], needs=get_method(method["name"]).cache_needs,
+        teacher=teacher, data=data, device=dev)
+    cache_views = None
+    if teacher_cache is not None and teacher_cache.variants is not None:
+        # multi-view scheme: the student trains on the cache's K fixed views per image only
+        cache_views = int(teacher_cache.variants.shape[1])
+        train_loader.set_fixed_variants(teacher_cache.variants)
+    if teacher is not None:
+        progress.line(f"teacher cache: {'used' if teacher_cache is not None else 'not used'} "
+                      f"({cache_note})")
     ctx = DistillContext(num_classes=data.num_classes, num_train=int(data.train_y.numel()),
                          epochs=solver["epochs"], device=dev, train_labels=train_loader.labels,
                          train_images=train_loader.images, mean=data.mean, std=data.std,
                          pad=data.pad, flip=data.flip, image_size=data.train_x.shape[-1],
                          student_dims=feature_dims(student, data.train_x.shape[-1]),
                          teacher_dims=(feature_dims(teacher, data.train_x.shape[-1])
-                                       if teacher is not None else {}))
-    method = dict(cfg["method"])
+                                       if teacher is not None else {}),
+                         teacher_cache=teacher_cache)
     distiller = build_distiller(method.pop("name"), student, teacher, method, ctx)
     distiller.to(dev)
     if channels_last:
@@ -157,6 +170,11 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     samples = 0
     if resume and paths.last.exists():
         state = _load_resume(paths.last, chash)
+        if state.get("teacher_cache_views") != cache_views:
+            raise ConfigError(
+                f"{paths.last} was trained with teacher-cache views "
+                f"{state.get('teacher_cache_views')}, this run has {cache_views} (a multi-view "
+                f"cache changes what the student sees); point teacher.cache back or pass --no-resume")
         distiller.load_state_dict(state["distiller"])
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
@@ -224,6 +242,7 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
             "distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
             "rng": rng_state(), "history": history, "best": best,
             "wall_s": wall_s, "train_s": train_s, "samples": samples,
+            "teacher_cache_views": cache_views,
         }, paths.last)
 
     if not history:
@@ -245,6 +264,8 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
         "mode": cfg["mode"],
         "precision": precision,
         "extra_params": distiller.extra_param_count(),
+        "teacher_cache_used": teacher_cache is not None,
+        "teacher_cache_views": cache_views,
         "switches": {k: v for k, v in cfg["method"].items() if k != "name"},
         "versions": versions(),
         "git_rev": git_rev(),

@@ -1,0 +1,101 @@
+"""``ldrld``: Local Dense Relational Logit Distillation (Xu et al., ICCV 2025), as the official code computes it.
+
+Official code: yema-web/LDRLD (a RepDistiller fork) -- ``distiller_zoo/LDRLD.py`` (the loss),
+``helper/loops.py`` (how it enters the total), ``helper/util.py`` (LR warm-up),
+``train_student.py`` (settings); README command for resnet32x4 -> resnet8x4:
+``--distill ldrld -r 1.0 -a 10.5 -b 7.0 --kd_T 4`` (``--k 7`` default). Maths in
+:mod:`kdsrc.losses.ldrld`; notes in /work/shared/reference/baselines.md §3.
+
+Loss terms (``r`` = ``ce_weight``, the official ``-r/--gamma``)::
+
+    L_LDR, RNTK = ldrld_loss(z_s, q_T, T, k)     # q_T = self.teacher_outputs(...).probs(T)
+    ce_scaling "as_coded":  loss_ce = r·r·CE,  loss_ldr = r·α·L_LDR,  loss_rntk = r·β·RNTK
+    ce_scaling "clean":     loss_ce = r·CE,    loss_ldr = α·L_LDR,    loss_rntk = β·RNTK
+
+QUIRK ``ce_scaling``: ``helper/loops.py`` does ``loss = opt.gamma * loss_kd`` for LDRLD, and
+``loss_kd`` (``LDRLD.forward``) already contains ``gamma·CE``; so the whole loss is scaled by r
+and CE by r². Identical to "clean" at the README's r = 1.
+
+Settings (defaults = README command / ``train_student.py``):
+
+* ``ce_weight`` 1.0 (``-r``), ``alpha`` 10.5 (``-a``, L_LDR weight), ``beta`` 7.0 (``-b``, RNTK
+  weight), ``temperature`` 4.0 (``--kd_T``), ``k`` 7 (``--k``; needs k < number of classes),
+  ``adw_gamma`` 0.05 (hard-coded γ of ``ADW``).
+* ``rank_by`` "student" -- the official code takes the top-k from the STUDENT logits; "teacher"
+  ranks by the teacher's probabilities instead (the groups then follow the teacher).
+* ``ce_scaling`` "as_coded" | "clean" (above).
+
+Solver (the LR quirk lives in the solver, not here): the official recipe is batch 64, 240 epochs,
+SGD lr 0.05 (0.01 for MobileNetV2/ShuffleV1/ShuffleV2 students), momentum 0.9, WD 5e-4, decay ×0.1
+at 150/180/210, with ``--wram_up 20`` on by default through the buggy
+``adjust_learning_rate_wram_up``. To reproduce it set ``solver: {warmup_epochs: 20,
+warmup_mode: ldrld_as_coded}`` (LR epoch/20·lr for epochs 1–19, then stuck at 0.95·lr = 0.0475
+until the first decay); ``warmup_mode: linear`` is the intended warm-up, ``warmup_epochs: 0``
+the common mdistiller recipe.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..losses.ldrld import ldrld_loss
+from .base import Distiller
+from .registry import register
+
+RANK_BY = ("student", "teacher")
+CE_SCALINGS = ("as_coded", "clean")
+
+
+@register
+class LDRLD(Distiller):
+    name = "ldrld"
+    summary = ("LDRLD: ADW-weighted KL over the top-k rank pairs + full top-k group, and RNTK on "
+               "the other classes; r=1, α=10.5, β=7, T=4, k=7")
+    defaults = {
+        "ce_weight": 1.0,
+        "alpha": 10.5,
+        "beta": 7.0,
+        "temperature": 4.0,
+        "k": 7,
+        "adw_gamma": 0.05,
+        "rank_by": "student",
+        "ce_scaling": "as_coded",
+    }
+    cache_needs = frozenset({"logits"})
+
+    def __init__(self, student, teacher, settings, ctx):
+        super().__init__(student, teacher, settings, ctx)
+        s = self.settings
+        for key in ("ce_weight", "alpha", "beta", "adw_gamma"):
+            if not s[key] >= 0:
+                raise ConfigError(f"method.{key}: must be >= 0, got {s[key]!r}")
+        if not s["temperature"] > 0:
+            raise ConfigError(f"method.temperature: must be > 0, got {s['temperature']!r}")
+        c = ctx.num_classes
+        if s["k"] < 1 or s["k"] >= c:
+            raise ConfigError(f"method.k: needs 1 <= k < number of classes ({c}) -- the top-k "
+                              f"groups and the remaining (non-top-k) classes must be non-empty; "
+                              f"got k = {s['k']}")
+        if s["rank_by"] not in RANK_BY:
+            raise ConfigError(f"method.rank_by: expected one of {', '.join(RANK_BY)}, "
+                              f"got {s['rank_by']!r}")
+        if s["ce_scaling"] not in CE_SCALINGS:
+            raise ConfigError(f"method.ce_scaling: expected one of {', '.join(CE_SCALINGS)}, "
+                              f"got {s['ce_scaling']!r}")
+
+    def forward_train(self, x, y, batch, state):
+        s = self.settings
+        logits, _ = self.student(x)
+        t = self.teacher_outputs(x, y, batch)
+        q = t.probs(s["temperature"])
+        l_ldr, rntk = ldrld_loss(logits, q, temperature=s["temperature"], k=s["k"],
+                                 gamma=s["adw_gamma"],
+                                 rank_scores=q if s["rank_by"] == "teacher" else None)
+        r = s["ce_weight"]
+        outer = r if s["ce_scaling"] == "as_coded" else 1.0
+        return logits, {
+            "loss_ce": outer * r * F.cross_entropy(logits.float(), y),
+            "loss_ldr": outer * s["alpha"] * l_ldr,
+            "loss_rntk": outer * s["beta"] * rntk,
+        }

@@ -1,0 +1,46 @@
+"""What every pipeline job does before its real work (used by ``workflow_scripts/``).
+
+Redirects the job's output into its Snakemake log file (line-buffered, so progress shows up
+while it runs), limits torch to the job's threads, and takes a GPU slot (or says it runs on the
+CPU) for the job's whole life.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def job(log_path: str | None, *, threads: int = 1, gpu: bool = True,
+        jobs_per_gpu: int = 1) -> Iterator[str]:
+    """Context for one pipeline job; yields the torch device string to use."""
+    stream = None
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(log_path, "w", buffering=1)
+        sys.stdout = sys.stderr = stream
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+        if gpu:
+            from .gpu import acquire_device
+
+            lease = acquire_device(jobs_per_gpu=jobs_per_gpu)
+            with lease:
+                yield lease.device
+        else:
+            yield "cpu"
+    finally:
+        if stream is not None:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+            stream.close()
+
+
+def jobs_per_gpu(config: dict) -> int:
+    """``jobs_per_gpu`` from the Snakemake config or the environment (default 1)."""
+    return int(config.get("jobs_per_gpu", os.environ.get("KDSRC_JOBS_PER_GPU", 1)))

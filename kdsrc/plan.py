@@ -1,0 +1,328 @@
+"""Plans: one YAML file describes a whole experiment; this module expands it into runs.
+
+A plan (``config/plans/NAME.yaml``) names the dataset, the teachers (downloaded or pretrained),
+the teacher→student pairs, the method entries (a kdsrc method + settings, with per-pair
+overrides), which methods run on which pairs, the seeds and the tables. It is validated against
+``config/schema/plan.schema.yaml`` (JSON schema 2020-12) and then every run it implies is
+resolved with :func:`kdsrc.config.resolve_run_config`, so a typo anywhere fails before any job
+starts, naming the key.
+
+The Snakemake rules, the plan-cost command and the tests all read plans through this module:
+the plan is the single source of truth for the DAG's contents.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import config_hash, resolve_run_config
+from .errors import ConfigError
+
+REPO_CONFIG = Path("config")
+SCHEMA_PATH = REPO_CONFIG / "schema" / "plan.schema.yaml"
+VANILLA = "vanilla"
+NO_TEACHER = "none"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One distillation (or student-alone) run: the five wildcards plus its resolved config."""
+
+    dataset: str
+    teacher: str
+    student: str
+    method: str
+    seed: int
+    config: dict[str, Any] = field(compare=False, hash=False)
+
+    @property
+    def wildcards(self) -> dict[str, str]:
+        return {"dataset": self.dataset, "teacher": self.teacher, "student": self.student,
+                "method": self.method, "seed": str(self.seed)}
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.teacher}/{self.student}/{self.method}/seed{self.seed}"
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def needs_pretrained_views(self) -> bool:
+        from .distillers import get_method
+
+        method = dict(self.config["method"])
+        cls = get_method(method.pop("name"))
+        check = getattr(cls, "needs_pretrained_views", None)
+        return bool(check(method)) if callable(check) else False
+
+
+def _format_path(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def validate_schema(plan: Any, schema_path: str | Path = SCHEMA_PATH, *, name: str = "plan"
+                    ) -> None:
+    """Validate against the JSON schema; the error names the key and what is allowed."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(plan), key=lambda e: (len(e.path), list(e.path)))
+    if errors:
+        e = errors[0]
+        detail = e.message
+        if e.validator == "additionalProperties":
+            allowed = sorted(e.schema.get("properties", {}))
+            detail += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        elif e.validator == "enum":
+            detail = f"{e.instance!r} is not allowed; allowed values: " + \
+                     ", ".join(map(str, e.validator_value))
+        raise ConfigError(f"{name}: {_format_path(e.path)}: {detail}")
+
+
+def _merge(base: dict, override: dict | None) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (override or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _method_block(entry: Any) -> dict:
+    return {"name": entry} if isinstance(entry, str) else dict(entry)
+
+
+class Plan:
+    """A validated plan with its expanded runs."""
+
+    def __init__(self, data: dict[str, Any], *, name: str = "plan",
+                 schema_path: str | Path = SCHEMA_PATH):
+        validate_schema(data, schema_path, name=name)
+        self.name = name
+        self.data = data
+        self._check_references()
+        self.runs  # resolve every run now: a bad method setting fails before any job starts
+
+    # -- plain accessors -------------------------------------------------------------------
+    @property
+    def dataset(self) -> str:
+        return self.data["dataset"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.data["seeds"])
+
+    @property
+    def teachers(self) -> dict[str, dict]:
+        return self.data["teachers"]
+
+    @property
+    def tables(self) -> dict[str, dict]:
+        return self.data["tables"]
+
+    @property
+    def data_root(self) -> str:
+        return self.data.get("data_root", "data")
+
+    @property
+    def download(self) -> bool:
+        return bool(self.data.get("download", False))
+
+    @property
+    def use_teacher_cache(self) -> bool:
+        return bool(self.data.get("teacher_cache", False))
+
+    def teachers_with(self, source: str) -> list[str]:
+        return sorted(t for t, spec in self.teachers.items() if spec["source"] == source)
+
+    # -- references between sections ------------------------------------------------------
+    def expand_pairs(self, refs: list) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for ref in refs:
+            group = self.data["pairs"].get(ref) if isinstance(ref, str) else [ref]
+            if group is None:
+                raise ConfigError(f"{self.name}: unknown pair group {ref!r}; groups: "
+                                  f"{', '.join(sorted(self.data['pairs']))}")
+            out.extend((t, s) for t, s in group if (t, s) not in out)
+        return out
+
+    def _check_references(self) -> None:
+        from .models import MODEL_NAMES
+
+        for t in self.teachers:
+            if t not in MODEL_NAMES:
+                raise ConfigError(f"{self.name}: teachers.{t}: unknown model; valid models: "
+                                  f"{', '.join(MODEL_NAMES)}")
+        if self.teachers_with("download") and "teacher_archive" not in self.data:
+            raise ConfigError(f"{self.name}: teacher_archive: required when a teacher has "
+                              "source: download")
+        for group, pairs in self.data["pairs"].items():
+            for t, s in pairs:
+                if t not in self.teachers:
+                    raise ConfigError(f"{self.name}: pairs.{group}: teacher {t!r} is not in "
+                                      f"teachers ({', '.join(sorted(self.teachers))})")
+                if s not in MODEL_NAMES:
+                    raise ConfigError(f"{self.name}: pairs.{group}: unknown student {s!r}")
+        methods = self.data["methods"]
+        for i, block in enumerate(self.data["runs"]):
+            self.expand_pairs(block["pairs"])
+            for m in block["methods"]:
+                if m not in methods:
+                    raise ConfigError(f"{self.name}: runs.{i}.methods: {m!r} is not a method "
+                                      f"entry; entries: {', '.join(sorted(methods))}")
+        for name, spec in self.tables.items():
+            for m in spec.get("methods", []) + list(spec.get("bases", {})) + \
+                    list(spec.get("bases", {}).values()):
+                if m not in methods:
+                    raise ConfigError(f"{self.name}: tables.{name}: method {m!r} is not a "
+                                      "method entry")
+            self.expand_pairs(spec.get("pairs", []))
+            for t in spec.get("teachers", []):
+                if t not in self.teachers:
+                    raise ConfigError(f"{self.name}: tables.{name}.teachers: {t!r} is not a "
+                                      "teacher of this plan")
+
+    # -- expansion -------------------------------------------------------------------------
+    def run_config(self, teacher: str, student: str, method: str, seed: int) -> dict[str, Any]:
+        """The resolved run config of one run (the plan's recipe + method entry + overrides)."""
+        entry = self.data["methods"][method]
+        override = entry.get("overrides", {}).get(f"{teacher}->{student}", {})
+        solver = _merge(_merge(self.data.get("solver", {}), entry.get("solver")),
+                        override.get("solver"))
+        settings = _merge(_method_block(entry["method"]), override.get("method"))
+        kd_method = settings["name"]
+        raw = {
+            "dataset": self.dataset,
+            "student": student,
+            "method": settings,
+            "solver": solver,
+            "seed": seed,
+            "mode": self.data.get("mode", "reference"),
+            "precision": self.data.get("precision", "fp32"),
+            "teacher_cache": "auto" if self.use_teacher_cache else "off",
+            "teacher": (NO_TEACHER if teacher == NO_TEACHER else
+                        {"name": teacher, "checkpoint": teacher_model_path(self.dataset, teacher),
+                         "cache": (teacher_cache_path(self.dataset, teacher)
+                                   if self.use_teacher_cache else None)}),
+        }
+        try:
+            return resolve_run_config(raw)
+        except ConfigError as e:
+            where = f"methods.{method}" + (f" ({teacher}->{student})" if override else "")
+            raise ConfigError(f"{self.name}: {where}: {e} [kdsrc method {kd_method!r}]") from None
+
+    @cached_property
+    def runs(self) -> list[Run]:
+        runs: dict[str, Run] = {}
+        for block in self.data["runs"]:
+            for teacher, student in self.expand_pairs(block["pairs"]):
+                for method in block["methods"]:
+                    t = NO_TEACHER if method == VANILLA else teacher
+                    for seed in self.seeds:
+                        cfg = self.run_config(t, student, method, seed)
+                        run = Run(self.dataset, t, student, method, seed, cfg)
+                        runs.setdefault(run.key, run)
+        return sorted(runs.values(), key=lambda r: r.key)
+
+    def run(self, teacher: str, student: str, method: str, seed: int | str) -> Run:
+        key = f"{self.dataset}/{teacher}/{student}/{method}/seed{seed}"
+        for r in self.runs:
+            if r.key == key:
+                return r
+        raise ConfigError(f"{self.name}: no run {key} in this plan")
+
+    def teacher_config(self, teacher: str) -> dict[str, Any]:
+        """Run config of a teacher's pretraining (method vanilla, teacher none)."""
+        spec = self.teachers[teacher]
+        return resolve_run_config({
+            "dataset": self.dataset, "student": teacher, "method": VANILLA, "teacher": NO_TEACHER,
+            "solver": _merge(self.data.get("solver", {}), spec.get("solver")),
+            "seed": spec.get("seed", 0), "mode": self.data.get("mode", "reference"),
+            "precision": self.data.get("precision", "fp32"),
+        })
+
+    def teachers_used(self) -> list[str]:
+        return sorted({r.teacher for r in self.runs if r.teacher != NO_TEACHER} |
+                      {t for spec in self.tables.values() for t in spec.get("teachers", [])})
+
+    def table_runs(self, table: str) -> list[Run]:
+        """The runs whose eval records a table reads."""
+        spec = self.tables[table]
+        kind = spec["kind"]
+        if kind == "teachers":
+            return []
+        if kind == "ablation":
+            pairs = [tuple(spec["pair"])]
+            methods = list(spec["methods"])
+        elif kind == "plugin":
+            pairs = self.expand_pairs(spec["pairs"])
+            methods = list(spec["bases"]) + list(spec["bases"].values())
+        else:
+            pairs = self.expand_pairs(spec["pairs"])
+            methods = list(spec["methods"])
+        wanted = {(NO_TEACHER if m == VANILLA else t, s, m) for t, s in pairs for m in methods}
+        found = [r for r in self.runs if (r.teacher, r.student, r.method) in wanted]
+        missing = wanted - {(r.teacher, r.student, r.method) for r in found}
+        if missing:
+            t, s, m = sorted(missing)[0]
+            raise ConfigError(f"{self.name}: tables.{table}: needs {m} on {t}->{s}, which no "
+                              "`runs` block schedules")
+        return found
+
+    def table_teachers(self, table: str) -> list[str]:
+        spec = self.tables[table]
+        if spec["kind"] == "teachers":
+            return list(spec["teachers"])
+        if spec.get("teacher_column"):
+            return sorted({t for t, _ in self.expand_pairs(spec.get("pairs", []))})
+        return []
+
+
+# -- paths (DESIGN.md §4) ------------------------------------------------------------------
+def teacher_model_path(d: str, t: str) -> str:
+    return f"results/teachers/{d}/{t}/model.pt"
+
+
+def teacher_cache_path(d: str, t: str) -> str:
+    return f"results/cache/{d}/{t}"
+
+
+def run_dir(run: Run) -> str:
+    return f"results/runs/{run.key}"
+
+
+def eval_json_path(run: Run) -> str:
+    return f"results/eval/runs/{run.key}.json"
+
+
+def eval_csv_path(run: Run) -> str:
+    return f"results/eval/runs/{run.key}.csv"
+
+
+def views_path(run: Run) -> str:
+    return f"results/views/{run.dataset}/{run.teacher}/{run.method}/seed{run.seed}.pt"
+
+
+def load_plan(name_or_path: str | Path, *, config_dir: str | Path = REPO_CONFIG) -> Plan:
+    """Load ``config/plans/<name>.yaml`` (or a path to a plan file) and validate it."""
+    p = Path(name_or_path)
+    if p.suffix not in (".yaml", ".yml"):
+        p = Path(config_dir) / "plans" / f"{name_or_path}.yaml"
+    if not p.exists():
+        plans = sorted(x.stem for x in (Path(config_dir) / "plans").glob("*.yaml"))
+        raise ConfigError(f"plan {str(name_or_path)!r} not found ({p}); plans: {', '.join(plans)}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"plan {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return Plan(data, name=p.name, schema_path=Path(config_dir) / "schema" / "plan.schema.yaml")

@@ -1,0 +1,182 @@
+"""Figures (matplotlib's Agg canvas, attached per figure: no pyplot, no global backend switch): training curves and per-table bar charts.
+
+PNG files are written atomically and without a ``Software`` version stamp, so the same inputs on
+the same matplotlib version give the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..errors import KdsrcError
+from ._io import atomic_write
+from .collect import pair_row
+from .render import METRIC_HEADERS, _Cells, _table_name
+from .spec import teacher_metric, validate_spec
+
+CURVE_LABELS = {"test_top1": "test top-1 (%)", "test_top5": "test top-5 (%)",
+                "train_top1": "train top-1 (%)", "train_loss": "train loss",
+                "test_loss": "test loss", "lr": "learning rate"}
+PathLike = str | Path
+
+
+def _new_figure(**kw: Any) -> Figure:
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_png: PathLike) -> Path:
+    return atomic_write(out_png, lambda p: fig.savefig(p, format="png", dpi=120,
+                                                      metadata={"Software": None}))
+
+
+def _group_curves(curves: Mapping[str, PathLike | Sequence[PathLike]]
+                  | Iterable[tuple[PathLike, str]]) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    if isinstance(curves, Mapping):
+        items = [(paths, label) for label, paths in curves.items()]
+    else:
+        items = list(curves)
+    for item in items:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise KdsrcError(f"training curves: expected (csv path, label) pairs, got {item!r}")
+        paths, label = item
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        groups.setdefault(str(label), []).extend(Path(p) for p in paths)
+    return groups
+
+
+def _read_log(path: Path, metrics: Sequence[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise KdsrcError(f"{path}: per-epoch log not found") from None
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise KdsrcError(f"{path}: cannot read per-epoch log ({str(e).splitlines()[0]})") from None
+    missing = [c for c in ("epoch", *metrics) if c not in df.columns]
+    if missing:
+        raise KdsrcError(f"{path}: per-epoch log misses column{'s' if len(missing) > 1 else ''} "
+                         + ", ".join(repr(c) for c in missing))
+    if df.empty:
+        raise KdsrcError(f"{path}: per-epoch log has no rows")
+    return df
+
+
+def plot_training_curves(curves: Iterable[tuple[PathLike, str]]
+                         | Mapping[str, PathLike | Sequence[PathLike]], out_png: PathLike,
+                         metrics: Sequence[str] = ("test_top1", "train_loss"),
+                         title: str | None = None) -> Path:
+    """One panel per metric (x: epoch), one line per label.
+
+    ``curves``: ``[(csv, label), ...]`` or ``{label: csv or [csv, ...]}``. Files sharing a label
+    are one method over several seeds: the line is the mean per epoch and a band shows ± one
+    (sample) std. Files are per-epoch logs with an ``epoch`` column and the metrics. With no
+    file at all the figure says so (a table whose teachers were downloaded has no curves).
+    """
+    groups = _group_curves(curves)
+    logs = {label: [_read_log(p, metrics) for p in paths] for label, paths in groups.items()}
+    fig = _new_figure(figsize=(4.8 * len(metrics) + (2.2 if logs else 0.0), 3.6),
+                      layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        for i, (label, frames) in enumerate(logs.items()):
+            color = f"C{i % 10}"
+            data = pd.concat([f[["epoch", metric]] for f in frames], ignore_index=True)
+            g = data.groupby("epoch", sort=True)[metric]
+            mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+            n = len(frames)
+            ax.plot(mean.index, mean.values, color=color, linewidth=1.4,
+                    label=label if n == 1 else f"{label} (mean of {n})")
+            if n > 1:
+                ax.fill_between(mean.index, (mean - std).values, (mean + std).values,
+                                color=color, alpha=0.2, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(CURVE_LABELS.get(metric, metric))
+        ax.grid(True, alpha=0.3)
+        if not logs:
+            ax.text(0.5, 0.5, "no per-epoch logs", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
+    if logs:
+        axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                        borderaxespad=0.0)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out_png)
+
+
+def _bar_series(df: pd.DataFrame, spec: dict[str, Any]
+                ) -> tuple[list[str], list[tuple[str, list[tuple[float, float]]]], str]:
+    """Group labels, [(series label, [(mean, std) per group])], y label. NaN mean: no bar."""
+    cells = _Cells(df)
+    kind, metric = spec["kind"], spec["metric"]
+
+    def ms(row: str, col: str) -> tuple[float, float]:
+        s = cells.stat(row, col)
+        return (s.mean, s.std if s.n > 1 else 0.0) if s.n else (math.nan, 0.0)
+
+    if kind in ("grid", "plugin"):
+        groups = [f"{t}→{s}" for t, s in spec["pairs"]]
+        rows = [pair_row(t, s) for t, s in spec["pairs"]]
+        methods = (spec["methods"] if kind == "grid"
+                   else [m for b, v in spec["bases"].items() for m in (b, v)])
+        labels = spec["column_labels"]
+        series = [(labels.get(m, m), [ms(r, m) for r in rows]) for m in methods]
+        return groups, series, METRIC_HEADERS[metric] + " (%)"
+    if kind == "ablation":
+        labels = spec["row_labels"]
+        groups = [METRIC_HEADERS[m] for m in spec["metrics"]]
+        series = [(labels.get(m, m), [ms(m, met) for met in spec["metrics"]])
+                  for m in spec["methods"]]
+        return groups, series, "accuracy (%)"
+    field = teacher_metric(metric)
+    ours = [ms(t, field) for t in spec["teachers"]]
+    pubs = []
+    for t in spec["teachers"]:
+        p = cells.published(t, field)
+        pubs.append((math.nan if p is None else p, 0.0))
+    what = "top-1" if field == "top1" else "top-5"
+    return list(spec["teachers"]), [("ours", ours), ("published", pubs)], f"teacher {what} (%)"
+
+
+def plot_table_bars(df: pd.DataFrame, spec: dict[str, Any], out_png: PathLike,
+                    table_name: str | None = None) -> Path:
+    """A grouped bar chart of one table: means with ± std error bars, missing cells left out."""
+    df, name = _table_name(df, table_name)
+    norm = validate_spec(spec, name)
+    groups, series, ylabel = _bar_series(df, norm)
+    k = max(len(series), 1)
+    width = 0.8 / k
+    fig = _new_figure(figsize=(max(4.0, 1.0 + len(groups) * (0.5 + 0.22 * k)) + 1.8, 3.8), layout="constrained")
+    ax = fig.subplots()
+    lows, highs, handles = [], [], []
+    for i, (label, vals) in enumerate(series):
+        color = f"C{i % 10}"
+        xs = [g + (i - (k - 1) / 2) * width for g in range(len(groups))]
+        pts = [(x, m, s) for x, (m, s) in zip(xs, vals) if not math.isnan(m)]
+        if pts:
+            ax.bar([p[0] for p in pts], [p[1] for p in pts], width=width, yerr=[p[2] for p in pts],
+                   capsize=2, color=color, error_kw={"linewidth": 0.8})
+            lows += [m - s for _, m, s in pts]
+            highs += [m + s for _, m, s in pts]
+        handles.append(Patch(color=color, label=label if pts else f"{label} (no data)"))
+    if lows:
+        lo, hi = min(lows), max(highs)
+        pad = max(1.0, 0.15 * (hi - lo))
+        ax.set_ylim(max(0.0, math.floor(lo - pad)), math.ceil(hi + pad / 2))
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=20 if len(groups) > 3 else 0, ha="right" if len(groups) > 3 else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{name}: {norm['title']}" if norm["title"] else name)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0.0)
+    return _save(fig, out_png)

@@ -1,0 +1,177 @@
+"""Table specs (the ``tables:`` entries of a plan): validation and defaults.
+
+Kinds and their keys (``*`` = required)::
+
+  grid      rows = (teacher, student) pairs, one column per method
+            pairs*, methods*, metric, compare, published_names, teacher_column, column_labels
+  plugin    rows = pairs; for every base method: base | Angular-KD variant | Δ (variant − base)
+            pairs*, bases* ({base: variant}), metric, published_names, column_labels
+  ablation  rows = method variants on one pair, one column per metric
+            pair*, methods*, metrics (default: all four), row_labels
+  teachers  rows = teachers: ours, published, Δ (ours − published)
+            teachers*, metric (top1_* -> the record's top1, top5_* -> top5)
+
+Common keys: kind*, title, caption, label, dataset (which records to use when several datasets
+are present), metric (default ``top1_best``). Unknown keys are errors (a typo must not silently
+drop a column). Method name ``vanilla`` is the student trained alone (teacher ``none``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from .records import METRICS
+
+KINDS = ("ablation", "grid", "plugin", "teachers")
+COMMON_KEYS = ("kind", "title", "caption", "label", "dataset", "metric")
+KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "grid": ("pairs", "methods", "compare", "published_names", "teacher_column", "column_labels"),
+    "plugin": ("pairs", "bases", "published_names", "column_labels"),
+    "ablation": ("pair", "methods", "metrics", "row_labels"),
+    "teachers": ("teachers",),
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "grid": ("pairs", "methods"),
+    "plugin": ("pairs", "bases"),
+    "ablation": ("pair", "methods"),
+    "teachers": ("teachers",),
+}
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_:.\-]+$")
+
+
+def _err(table: str, key: str | None, msg: str) -> ConfigError:
+    where = f"table {table}" + (f": {key}" if key else "")
+    return ConfigError(f"{where}: {msg}")
+
+
+def _name(v: Any, table: str, key: str) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _err(table, key, f"expected a non-empty name, got {v!r}")
+    return v
+
+
+def _names(v: Any, table: str, key: str) -> list[str]:
+    if not isinstance(v, (list, tuple)) or not v:
+        raise _err(table, key, f"expected a non-empty list of names, got {v!r}")
+    out = [_name(x, table, f"{key}[{i}]") for i, x in enumerate(v)]
+    dup = sorted({x for x in out if out.count(x) > 1})
+    if dup:
+        raise _err(table, key, f"duplicate entries {', '.join(dup)}")
+    return out
+
+
+def _pair(v: Any, table: str, key: str) -> tuple[str, str]:
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise _err(table, key, f"expected [teacher, student], got {v!r}")
+    return _name(v[0], table, f"{key}[0]"), _name(v[1], table, f"{key}[1]")
+
+
+def _pairs(v: Any, table: str, key: str) -> list[tuple[str, str]]:
+    if not isinstance(v, (list, tuple)) or not v:
+        raise _err(table, key, f"expected a non-empty list of [teacher, student] pairs, got {v!r}")
+    out = [_pair(x, table, f"{key}[{i}]") for i, x in enumerate(v)]
+    dup = sorted({f"{t}->{s}" for t, s in out if out.count((t, s)) > 1})
+    if dup:
+        raise _err(table, key, f"duplicate pairs {', '.join(dup)}")
+    return out
+
+
+def _str_map(v: Any, table: str, key: str, nonempty: bool = False) -> dict[str, str]:
+    if v is None and not nonempty:
+        return {}
+    if not isinstance(v, Mapping) or (nonempty and not v):
+        raise _err(table, key, f"expected a {'non-empty ' if nonempty else ''}mapping of names, got {v!r}")
+    return {_name(k, table, key): _name(x, table, f"{key}.{k}") for k, x in v.items()}
+
+
+def _text(v: Any, table: str, key: str) -> str:
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise _err(table, key, f"expected a string, got {v!r}")
+    return v
+
+
+def _metric(v: Any, table: str, key: str) -> str:
+    if v not in METRICS:
+        raise _err(table, key, f"unknown metric {v!r}; valid metrics: {', '.join(METRICS)}")
+    return v
+
+
+def validate_spec(spec: Any, table: str) -> dict[str, Any]:
+    """Return a normalised copy of a table spec, or raise :class:`ConfigError` naming the key.
+
+    The result is itself a valid spec (validating it again returns an equal mapping).
+    """
+    if not isinstance(spec, Mapping):
+        raise _err(table, None, f"a table spec must be a mapping, got {type(spec).__name__}")
+    if "kind" not in spec:
+        raise _err(table, "kind", f"missing required key; valid kinds: {', '.join(KINDS)}")
+    kind = spec["kind"]
+    if kind not in KINDS:
+        raise _err(table, "kind", f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    allowed = COMMON_KEYS + KIND_KEYS[kind]
+    unknown = sorted(str(k) for k in spec if k not in allowed)
+    if unknown:
+        raise _err(table, unknown[0], f"unknown key for a {kind} table; valid keys: "
+                   + ", ".join(sorted(allowed)))
+    for k in REQUIRED[kind]:
+        if k not in spec or spec[k] is None:
+            raise _err(table, k, f"missing required key for a {kind} table")
+
+    out: dict[str, Any] = {"kind": kind}
+    out["title"] = _text(spec.get("title"), table, "title")
+    out["caption"] = _text(spec.get("caption"), table, "caption")
+    label = _text(spec.get("label"), table, "label") or f"tab:{table}"
+    if not _LABEL_RE.match(label):
+        raise _err(table, "label", f"{label!r} may only hold letters, digits and _:.-")
+    out["label"] = label
+    ds = spec.get("dataset")
+    out["dataset"] = None if ds is None else _name(ds, table, "dataset")
+    out["metric"] = _metric(spec.get("metric", "top1_best"), table, "metric")
+
+    if kind in ("grid", "plugin"):
+        out["pairs"] = _pairs(spec["pairs"], table, "pairs")
+        out["published_names"] = _str_map(spec.get("published_names"), table, "published_names")
+        out["column_labels"] = _str_map(spec.get("column_labels"), table, "column_labels")
+    if kind == "grid":
+        out["methods"] = _names(spec["methods"], table, "methods")
+        if "teacher" in out["methods"]:
+            raise _err(table, "methods", "'teacher' is reserved (use teacher_column: true)")
+        comp = spec.get("compare")
+        if comp is not None:
+            comp = _name(comp, table, "compare")
+            if comp not in out["methods"]:
+                raise _err(table, "compare", f"{comp!r} is not one of the table's methods "
+                           f"({', '.join(out['methods'])})")
+        out["compare"] = comp
+        tc = spec.get("teacher_column", False)
+        if not isinstance(tc, bool):
+            raise _err(table, "teacher_column", f"expected true or false, got {tc!r}")
+        out["teacher_column"] = tc
+    elif kind == "plugin":
+        bases = _str_map(spec["bases"], table, "bases", nonempty=True)
+        methods = list(bases) + list(bases.values())
+        dup = sorted({m for m in methods if methods.count(m) > 1})
+        if dup:
+            raise _err(table, "bases", f"a method appears twice: {', '.join(dup)}")
+        out["bases"] = bases
+    elif kind == "ablation":
+        out["pair"] = _pair(spec["pair"], table, "pair")
+        out["methods"] = _names(spec["methods"], table, "methods")
+        metrics = spec.get("metrics", list(METRICS))
+        metrics = _names(metrics, table, "metrics")
+        for i, m in enumerate(metrics):
+            _metric(m, table, f"metrics[{i}]")
+        out["metrics"] = metrics
+        out["row_labels"] = _str_map(spec.get("row_labels"), table, "row_labels")
+    else:  # teachers
+        out["teachers"] = _names(spec["teachers"], table, "teachers")
+    return out
+
+
+def teacher_metric(metric: str) -> str:
+    """The teacher-record field that stands for a run metric (``top1_best`` -> ``top1``)."""
+    return metric.split("_")[0]

@@ -1,0 +1,208 @@
+"""Published teacher checkpoints: download the archive, verify, extract one member.
+
+The mdistiller release ``cifar_teachers.tar`` holds the six CIFAR-100 teachers as
+``cifar_teachers/<name>_vanilla/ckpt_epoch_240.pth`` (``{"model": state_dict, ...}``). Known
+sha256 sums are pinned in ``config/teacher_hashes.yaml``. A pinned mismatch is an error that
+leaves nothing behind (not even the cached archive); a file with no pinned sum is accepted
+once, loudly, and its sum goes into the teacher's ``source.json`` together with the line to pin.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .errors import CheckpointError, ConfigError, DataError
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_pins(path: str | Path) -> dict[str, dict[str, str]]:
+    """``{"archives": {file: sha256}, "members": {member: sha256}}`` from teacher_hashes.yaml."""
+    p = Path(path)
+    if not p.exists():
+        return {"archives": {}, "members": {}}
+    data = yaml.safe_load(p.read_text()) or {}
+    pins = {"archives": dict(data.get("archives") or {}), "members": dict(data.get("members") or {})}
+    for section, table in pins.items():
+        for key, value in table.items():
+            if value is not None and (not isinstance(value, str) or len(value) != 64):
+                raise ConfigError(f"{p}: {section}.{key}: expected a sha256 (64 hex digits) or null")
+    return pins
+
+
+def _download(url: str, dest: Path, log: Callable[[str], None]) -> None:
+    """Stream ``url`` into ``dest`` (a temp path), with progress lines; HTTP errors → DataError."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+            done, last = 0, time.monotonic()
+            with open(dest, "wb") as out:
+                for block in iter(lambda: resp.read(CHUNK), b""):
+                    out.write(block)
+                    done += len(block)
+                    if time.monotonic() - last > 10:
+                        pct = f" ({100 * done / total:.0f}%)" if total else ""
+                        log(f"  downloaded {done / 1e6:.1f} MB{pct}")
+                        last = time.monotonic()
+            if total and done != total:
+                raise DataError(f"download of {url} was cut short: {done} of {total} bytes")
+    except urllib.error.HTTPError as e:
+        raise DataError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DataError(f"cannot download {url}: {reason}") from None
+
+
+def _check_sum(kind: str, name: str, actual: str, pinned: str | None, pins_file: str,
+               log: Callable[[str], None]) -> bool:
+    """True if pinned and equal; False if unpinned (with a loud warning); raise on mismatch."""
+    if pinned is None:
+        log(f"WARNING: {kind} {name} has no pinned sha256 in {pins_file}; accepting it once.\n"
+            f"WARNING: to pin it, add under `{kind}s:` in {pins_file}:\n"
+            f"  {name}: {actual}")
+        return False
+    if actual != pinned:
+        raise DataError(f"sha256 mismatch for {kind} {name}: got {actual}, pinned {pinned} "
+                        f"in {pins_file}; the file was removed")
+    return True
+
+
+def ensure_archive(url: str, file_name: str, cache_dir: str | Path, pins: dict, *,
+                   pins_file: str = "config/teacher_hashes.yaml",
+                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
+                   ) -> tuple[Path, str, bool]:
+    """Download the archive once into ``cache_dir`` (locked against parallel jobs).
+
+    Returns (path, sha256, pinned). A cached archive is re-verified each time (a pinned sum must
+    still match; cheap next to training).
+    """
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / file_name
+    pinned_sum = pins["archives"].get(file_name)
+    with open(cache / f".{file_name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one download, other teacher jobs wait for it
+        if not target.exists():
+            log(f"downloading {url}")
+            fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{file_name}.", suffix=".part")
+            os.close(fd)
+            try:
+                _download(url, Path(tmp), log)
+                digest = sha256_file(tmp)
+                _check_sum("archive", file_name, digest, pinned_sum, pins_file, log)
+                os.replace(tmp, target)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            return target, digest, pinned_sum is not None
+        digest = sha256_file(target)
+        try:
+            pinned = _check_sum("archive", file_name, digest, pinned_sum, pins_file,
+                                lambda m: None)
+        except DataError:
+            target.unlink(missing_ok=True)
+            raise
+        return target, digest, pinned
+
+
+def fetch_teacher(*, model: str, url: str, archive_file: str, member: str, out_model: str | Path,
+                  out_source: str | Path, cache_dir: str | Path, pins_file: str | Path,
+                  num_classes: int = 100,
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+    """Get ``member`` of the published archive into ``out_model`` (verified, strict-loadable).
+
+    Writes ``out_source`` (JSON: url, archive + member sha256 and whether they were pinned).
+    Nothing is left at ``out_model``/``out_source`` on any failure.
+    """
+    from .models import load_teacher
+
+    pins = load_pins(pins_file)
+    archive, archive_sum, archive_pinned = ensure_archive(
+        url, archive_file, cache_dir, pins, pins_file=str(pins_file), log=log)
+    out_model, out_source = Path(out_model), Path(out_source)
+    out_model.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_model.parent, prefix=".model.", suffix=".pt")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        try:
+            with tarfile.open(archive) as tar:
+                try:
+                    info = tar.getmember(member)
+                except KeyError:
+                    names = [m.name for m in tar.getmembers() if m.isfile()][:10]
+                    raise DataError(f"{archive} has no member {member!r}; it holds e.g. "
+                                    f"{', '.join(names)}") from None
+                if not info.isfile():
+                    raise DataError(f"{archive}: member {member!r} is not a regular file")
+                src = tar.extractfile(info)
+                with open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise DataError(f"{archive} is damaged or truncated ({e}); delete it and run "
+                            "again to download it anew") from None
+        member_sum = sha256_file(tmp)
+        member_pinned = _check_sum("member", member, member_sum, pins["members"].get(member),
+                                   str(pins_file), log)
+        try:
+            load_teacher(model, tmp, num_classes=num_classes)
+        except CheckpointError as e:
+            raise CheckpointError(f"{member} from {archive_file} does not load as {model}: {e}"
+                                  ) from None
+        source = {"kind": "download", "model": model, "url": url, "archive": archive_file,
+                  "archive_sha256": archive_sum, "archive_pinned": archive_pinned,
+                  "member": member, "member_sha256": member_sum, "member_pinned": member_pinned}
+        os.replace(tmp, out_model)
+        from .engine.io import atomic_write_json
+
+        try:
+            atomic_write_json(source, out_source)
+        except BaseException:
+            out_model.unlink(missing_ok=True)
+            raise
+        log(f"{model}: {member} verified and extracted to {out_model}")
+        return source
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_pretrain_source(run_dir: str | Path, out_model: str | Path, out_source: str | Path,
+                          config_hash: str) -> dict:
+    """Publish a pretraining run's final.pt as the teacher's model.pt (+ source.json)."""
+    from .engine.io import atomic_write_json
+
+    final = Path(run_dir) / "final.pt"
+    out_model = Path(out_model)
+    fd, tmp = tempfile.mkstemp(dir=out_model.parent, prefix=".model.", suffix=".pt")
+    os.close(fd)
+    shutil.copyfile(final, tmp)
+    os.replace(tmp, out_model)
+    source = {"kind": "pretrain", "run_dir": str(run_dir), "config_hash": config_hash,
+              "sha256": sha256_file(out_model)}
+    atomic_write_json(source, out_source)
+    return source
+
+
+def source_summary(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,144 @@
+# Config loading, target lists and input functions. Every Python helper of the workflow lives
+# here; the plan itself is read and validated by kdsrc.plan (the single source of truth).
+import json
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from kdsrc.errors import KdsrcError
+from kdsrc.plan import (
+    NO_TEACHER,
+    eval_csv_path,
+    eval_json_path,
+    load_plan,
+    run_dir,
+    teacher_cache_path,
+    teacher_model_path,
+    views_path,
+)
+
+validate(config, "../config/schema/config.schema.yaml")
+try:
+    PLAN = load_plan(config["plan"])
+except KdsrcError as e:
+    raise WorkflowError(f"invalid plan: {e}") from None
+
+DATASET = PLAN.dataset
+JOBS_PER_GPU = config["jobs_per_gpu"]
+
+
+def _alternatives(names):
+    # a regex that matches exactly these names ("(?!)" matches nothing)
+    return "|".join(sorted(names)) or "(?!)"
+
+
+DOWNLOAD_TEACHERS = _alternatives(PLAN.teachers_with("download"))
+PRETRAIN_TEACHERS = _alternatives(PLAN.teachers_with("pretrain"))
+
+
+wildcard_constraints:
+    dataset="[a-z0-9]+",
+    teacher="[A-Za-z0-9_]+",
+    student="[A-Za-z0-9_]+",
+    method="[A-Za-z0-9_]+",
+    seed=r"\d+",
+    table="[A-Za-z0-9_]+",
+
+
+# -- targets ---------------------------------------------------------------------------------
+def teacher_targets():
+    out = []
+    for t in PLAN.teachers_used():
+        out.append(teacher_model_path(DATASET, t))
+        out.append(f"results/eval/teachers/{DATASET}/{t}.json")
+        if PLAN.use_teacher_cache:
+            out.append(teacher_cache_path(DATASET, t))
+    return out
+
+
+def run_targets():
+    return [p for r in PLAN.runs for p in (eval_json_path(r), eval_csv_path(r))]
+
+
+def table_targets():
+    out = []
+    for table in PLAN.tables:
+        out += [f"results/tables/{table}.tex", f"results/tables/{table}.md",
+                f"results/figures/{table}_bars.png", f"results/figures/{table}_curves.png"]
+    return out + ["results/metrics.json"]
+
+
+# -- input functions -------------------------------------------------------------------------
+def _run(wildcards):
+    return PLAN.run(wildcards.teacher, wildcards.student, wildcards.method, wildcards.seed)
+
+
+def teacher_source(wildcards):
+    return PLAN.teachers[wildcards.teacher]
+
+
+def teacher_pretrain_config(wildcards):
+    return json.dumps(PLAN.teacher_config(wildcards.teacher), sort_keys=True)
+
+
+def distill_inputs(wildcards):
+    run = _run(wildcards)
+    inputs = {}
+    if run.teacher != NO_TEACHER:
+        inputs["teacher"] = teacher_model_path(run.dataset, run.teacher)
+        if run.config["teacher"].get("cache"):
+            inputs["cache"] = teacher_cache_path(run.dataset, run.teacher)
+    if run.needs_pretrained_views:
+        inputs["views"] = views_path(run)
+    return inputs
+
+
+def distill_config(wildcards):
+    """The run config as JSON (a param: a changed config reruns the job)."""
+    run = _run(wildcards)
+    cfg = dict(run.config)
+    if run.needs_pretrained_views:
+        cfg["method"] = {**cfg["method"], "views_checkpoint": views_path(run)}
+    return json.dumps(cfg, sort_keys=True)
+
+
+def distill_ckpt_dir(wildcards):
+    return run_dir(_run(wildcards))
+
+
+def views_config(wildcards):
+    run = _run_for_views(wildcards)
+    return json.dumps(run.config, sort_keys=True)
+
+
+def _run_for_views(wildcards):
+    # views depend on (teacher, method settings, seed), not on the student: any run of the
+    # plan with that teacher/method/seed carries the settings
+    for r in PLAN.runs:
+        if (r.teacher, r.method, str(r.seed)) == (wildcards.teacher, wildcards.method,
+                                                   wildcards.seed):
+            return r
+    raise WorkflowError(f"no run of {wildcards.method} with teacher {wildcards.teacher}")
+
+
+def table_spec(wildcards):
+    return json.dumps(PLAN.tables[wildcards.table], sort_keys=True)
+
+
+def table_records(wildcards):
+    return sorted(eval_json_path(r) for r in PLAN.table_runs(wildcards.table))
+
+
+def table_logs(wildcards):
+    return sorted(eval_csv_path(r) for r in PLAN.table_runs(wildcards.table))
+
+
+def table_teacher_records(wildcards):
+    return [f"results/eval/teachers/{DATASET}/{t}.json"
+            for t in PLAN.table_teachers(wildcards.table)]
+
+
+def table_teacher_logs(wildcards):
+    return [f"results/teachers/{DATASET}/{t}/pretrain/log.csv"
+            for t in PLAN.table_teachers(wildcards.table)
+            if PLAN.teachers[t]["source"] == "pretrain"]

@@ -1,0 +1,75 @@
+"""Bad plans fail before any job starts, naming the key and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdsrc.errors import ConfigError
+from kdsrc.plan import Plan, load_plan
+
+TINY = yaml.safe_load((Path(__file__).parent / "plans" / "tiny.yaml").read_text())
+
+
+def _plan(**changes):
+    data = copy.deepcopy(TINY)
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node[p]
+        if value is ...:
+            del node[last]
+        else:
+            node[last] = value
+    return Plan(data, name="bad.yaml")
+
+
+def test_tiny_plan_is_valid():
+    plan = Plan(copy.deepcopy(TINY), name="tiny.yaml")
+    keys = [r.key for r in plan.runs]
+    assert keys == ["digits/none/resnet8/vanilla/seed0", "digits/resnet8/resnet8/kd/seed0"]
+    assert plan.runs[1].config["teacher"]["checkpoint"] == "results/teachers/digits/resnet8/model.pt"
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"colour": "red"}, "Additional properties are not allowed ('colour' was unexpected); allowed keys"),
+    ({"dataset": "mnist"}, "dataset: 'mnist' is not allowed; allowed values: cifar100, digits"),
+    ({"seeds": ...}, "'seeds' is a required property"),
+    ({"seeds": [0, 0]}, "seeds: [0, 0] has non-unique elements"),
+    ({"seeds": ["a"]}, "seeds.0: 'a' is not of type 'integer'"),
+    ({"solver": {"epochs": 0}}, "solver.epochs: 0 is less than the minimum of 1"),
+    ({"solver": {"epoch": 3}}, "solver: Additional properties are not allowed ('epoch' was unexpected)"),
+    ({"teachers__resnet8__source": "steal"}, "teachers.resnet8.source: 'steal' is not allowed; allowed values: download, pretrain"),
+    ({"teachers__resnet8": {"source": "download"}}, "teachers.resnet8: 'member' is a required property"),
+    ({"tables__T1__kind": "pie"}, "tables.T1.kind: 'pie' is not allowed"),
+    ({"tables__T1__metric": "top2"}, "tables.T1.metric: 'top2' is not allowed"),
+    ({"runs": [{"pairs": ["same"], "methods": ["kdd"]}]}, "runs.0.methods: 'kdd' is not a method entry; entries: kd, vanilla"),
+    ({"runs": [{"pairs": ["odd"], "methods": ["kd"]}]}, "unknown pair group 'odd'; groups: same"),
+    ({"pairs__same": [["resnet99", "resnet8"]]}, "teacher 'resnet99' is not in teachers"),
+    ({"methods__kd": {"method": {"name": "kd", "temprature": 2}}}, "methods.kd: method.temprature: unknown setting for method 'kd'"),
+    ({"methods__kd": {"method": {"name": "kdd"}}}, "unknown method 'kdd'"),
+    ({"teachers": {"resnet8": {"source": "download", "member": "x.pth"}}}, "teacher_archive: required"),
+])
+def test_bad_plans(changes, needle):
+    with pytest.raises(ConfigError) as e:
+        _plan(**changes)
+    assert needle in str(e.value), str(e.value)
+    assert str(e.value).startswith("bad.yaml")
+
+
+def test_missing_plan_lists_the_plans(tmp_path):
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "one.yaml").write_text("{}")
+    with pytest.raises(ConfigError, match="plans: one"):
+        load_plan("two", config_dir=tmp_path)
+
+
+def test_table_needing_an_unscheduled_run():
+    data = copy.deepcopy(TINY)
+    data["runs"] = [{"pairs": ["same"], "methods": ["kd"]}]
+    with pytest.raises(ConfigError, match="needs vanilla on none->resnet8"):
+        Plan(data, name="bad.yaml").table_runs("T1")

@@ -1,0 +1,136 @@
+"""Teacher download against a loopback HTTP server, in the real archive layout."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kdsrc.errors import DataError
+from kdsrc.models import build_model, load_teacher
+from kdsrc.teachers import fetch_teacher
+
+MEMBER = "cifar_teachers/resnet8_vanilla/ckpt_epoch_240.pth"
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def archive_bytes() -> tuple[bytes, bytes]:
+    """(tar bytes, member bytes): a published-format checkpoint inside cifar_teachers.tar."""
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save({"model": build_model("resnet8", num_classes=100).state_dict(), "epoch": 240,
+                "accuracy": 42.0}, buf)
+    member = buf.getvalue()
+    tbuf = io.BytesIO()
+    with tarfile.open(fileobj=tbuf, mode="w") as tar:
+        info = tarfile.TarInfo(MEMBER)
+        info.size = len(member)
+        tar.addfile(info, io.BytesIO(member))
+    return tbuf.getvalue(), member
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+
+    class Quiet(handler.func):
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            functools.partial(Quiet, directory=str(root)))
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _pins(path: Path, archive=None, member=None) -> Path:
+    path.write_text(yaml.safe_dump({"archives": {"cifar_teachers.tar": archive},
+                                    "members": {MEMBER: member}}))
+    return path
+
+
+def _fetch(tmp_path, url, pins, log=None):
+    out = tmp_path / "results" / "teachers" / "cifar100" / "resnet8"
+    logs = []
+    src = fetch_teacher(model="resnet8", url=url, archive_file="cifar_teachers.tar",
+                        member=MEMBER, out_model=out / "model.pt", out_source=out / "source.json",
+                        cache_dir=tmp_path / "cache", pins_file=pins,
+                        log=log or logs.append)
+    return out, src, logs
+
+
+def test_good_archive_unpinned_is_accepted_loudly(tmp_path, server, archive_bytes):
+    root, url = server
+    tar, member = archive_bytes
+    (root / "cifar_teachers.tar").write_bytes(tar)
+    out, src, logs = _fetch(tmp_path, f"{url}/cifar_teachers.tar", _pins(tmp_path / "p.yaml"))
+    assert (out / "model.pt").read_bytes() == member
+    assert src["member_sha256"] == _sha(member) and src["archive_sha256"] == _sha(tar)
+    assert not src["member_pinned"] and not src["archive_pinned"]
+    text = "\n".join(logs)
+    assert "WARNING" in text and f"{MEMBER}: {_sha(member)}" in text
+    assert load_teacher("resnet8", out / "model.pt", num_classes=100) is not None
+
+
+def test_pinned_sums_pass(tmp_path, server, archive_bytes):
+    root, url = server
+    tar, member = archive_bytes
+    (root / "cifar_teachers.tar").write_bytes(tar)
+    out, src, logs = _fetch(tmp_path, f"{url}/cifar_teachers.tar",
+                            _pins(tmp_path / "p.yaml", _sha(tar), _sha(member)))
+    assert src["member_pinned"] and src["archive_pinned"]
+    assert not any("WARNING" in m for m in logs)
+
+
+@pytest.mark.parametrize("which", ["archive", "member"])
+def test_pinned_mismatch_leaves_nothing(tmp_path, server, archive_bytes, which):
+    root, url = server
+    tar, member = archive_bytes
+    (root / "cifar_teachers.tar").write_bytes(tar)
+    bad = "0" * 64
+    pins = _pins(tmp_path / "p.yaml", bad if which == "archive" else None,
+                 bad if which == "member" else None)
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        _fetch(tmp_path, f"{url}/cifar_teachers.tar", pins)
+    out = tmp_path / "results" / "teachers" / "cifar100" / "resnet8"
+    leftovers = [p for p in out.rglob("*")] if out.exists() else []
+    assert leftovers == []
+    cache = tmp_path / "cache"
+    assert not list(cache.glob("*.part"))
+    if which == "archive":  # a wrong archive is not kept for the next teacher either
+        assert not (cache / "cifar_teachers.tar").exists()
+
+
+def test_truncated_archive(tmp_path, server, archive_bytes):
+    root, url = server
+    tar, _ = archive_bytes
+    (root / "cifar_teachers.tar").write_bytes(tar[: len(tar) // 3])
+    with pytest.raises(DataError, match="damaged or truncated|no member"):
+        _fetch(tmp_path, f"{url}/cifar_teachers.tar", _pins(tmp_path / "p.yaml"))
+    out = tmp_path / "results" / "teachers" / "cifar100" / "resnet8"
+    assert not (out / "model.pt").exists() and not (out / "source.json").exists()
+
+
+def test_http_404_names_the_url(tmp_path, server):
+    _, url = server
+    with pytest.raises(DataError, match="HTTP 404") as e:
+        _fetch(tmp_path, f"{url}/missing.tar", _pins(tmp_path / "p.yaml"))
+    assert "missing.tar" in str(e.value)
+    assert not any((tmp_path / "cache").glob("*.tar"))

@@ -1,0 +1,17 @@
+"""Rule evaluate_teacher: test top-1/top-5 of a teacher, next to its published number."""
+
+from kdsrc.engine import atomic_write_json, evaluate_checkpoint
+from kdsrc.jobs import job
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+
+with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as device:
+    res = evaluate_checkpoint(sm.wildcards.teacher, sm.input.model, sm.wildcards.dataset,
+                              data_root=sm.params.data_root, download=sm.params.download,
+                              device=device)
+    published = sm.params.spec.get("published_top1")
+    res.update(dataset=sm.wildcards.dataset, teacher=sm.wildcards.teacher,
+               source=sm.params.spec["source"], published_top1=published,
+               delta=None if published is None else round(res["top1"] - published, 4))
+    print(f"{sm.wildcards.teacher}: top1 {res['top1']:.2f} (published {published})")
+    atomic_write_json(res, sm.output[0])
