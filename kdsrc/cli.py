@@ -101,6 +101,16 @@ def _cmd_dvc_yaml(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan_cost(args: argparse.Namespace) -> int:
+    from .plan import load_plan
+    from .plancost import estimate, format_estimate, load_measured
+
+    plan = load_plan(args.plan)
+    print(format_estimate(estimate(plan, load_measured(args.measured) if args.measured else None),
+                          gpus=args.gpus))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kdsrc",
@@ -175,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--no-resume", action="store_true", help="ignore OUT.partial, start over")
     pv.add_argument("--quiet", action="store_true", help="no progress output")
     pv.set_defaults(func=_cmd_pretrain_views)
+    pc = sub.add_parser("plan-cost", help="jobs per rule and estimated device-hours of a plan",
+                        description="Print, before anything runs, how many jobs each rule of a "
+                                    "plan has and the estimated device-hours, scaled by compute "
+                                    "per sample from a measured (or the published) throughput.")
+    pc.add_argument("plan", nargs="?", default="paper", help="plan name or file (default paper)")
+    pc.add_argument("--measured", metavar="JSON",
+                    help="throughput anchor from benchmarks/throughput.py --out")
+    pc.add_argument("--gpus", type=int, default=4, help="devices for the wall-clock line")
+    pc.set_defaults(func=_cmd_plan_cost)
+
     dv = sub.add_parser("dvc-yaml", help="generate dvc.yaml from the Snakemake rules",
                         description="Write dvc.yaml (stages teachers, runs, tables) from rules/; "
                                     "run from the repository root.")

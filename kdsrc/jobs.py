@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -32,7 +33,19 @@ def job(log_path: str | None, *, threads: int = 1, gpu: bool = True,
 
             lease = acquire_device(jobs_per_gpu=jobs_per_gpu)
             with lease:
-                yield lease.device
+                info = lease.as_dict()
+                print(f"kdsrc.jobs: lease {info} pid {os.getpid()} start {time.time():.3f}",
+                      flush=True)
+                device = lease.device
+                if os.environ.get("KDSRC_FAKE_GPUS") and device.startswith("cuda"):
+                    # simulated devices (tests, dry runs): the slot is real, the math runs on CPU
+                    print("kdsrc.jobs: simulated GPU slot (KDSRC_FAKE_GPUS): computing on the CPU")
+                    device = "cpu"
+                try:
+                    yield device
+                finally:
+                    print(f"kdsrc.jobs: release pid {os.getpid()} end {time.time():.3f}",
+                          flush=True)
         else:
             yield "cpu"
     finally:

@@ -122,7 +122,11 @@ def _run_for_views(wildcards):
 
 
 def table_spec(wildcards):
-    return json.dumps(PLAN.tables[wildcards.table], sort_keys=True)
+    # pair groups resolved to explicit pairs; key order kept (it is the column order)
+    spec = dict(PLAN.tables[wildcards.table])
+    if "pairs" in spec:
+        spec["pairs"] = [list(p) for p in PLAN.expand_pairs(spec["pairs"])]
+    return json.dumps(spec)
 
 
 def table_records(wildcards):

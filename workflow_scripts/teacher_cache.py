@@ -2,6 +2,7 @@
 
 from kdsrc.cache import build_teacher_cache
 from kdsrc.data import load_dataset
+from kdsrc.engine import Progress
 from kdsrc.jobs import job
 from kdsrc.models import load_teacher
 
@@ -11,4 +12,5 @@ with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as 
     data = load_dataset(sm.wildcards.dataset, root=sm.params.data_root,
                         download=sm.params.download)
     teacher = load_teacher(sm.wildcards.teacher, sm.input.model, num_classes=data.num_classes)
-    build_teacher_cache(teacher, data, sm.output[0], device=device)
+    build_teacher_cache(teacher, data, sm.output[0], device=device,
+                        teacher_name=sm.wildcards.teacher, progress=Progress())

@@ -48,8 +48,9 @@ maps leave ``cache_needs = None`` and always run the teacher.
 
 Build from the command line::
 
-    python -m kdsrc.cache build --teacher resnet32x4 --checkpoint results/teachers/cifar100/resnet32x4/model.pt \\
-        --dataset cifar100 --out results/cache/cifar100/resnet32x4/exact
+    python -m kdsrc.cache build --teacher resnet32x4 --dataset cifar100 \\
+        --checkpoint results/teachers/cifar100/resnet32x4/model.pt \\
+        --out results/cache/cifar100/resnet32x4/exact
     python -m kdsrc.cache info results/cache/cifar100/resnet32x4/exact
 """
 

@@ -112,6 +112,7 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
     a temporary sibling directory, which is renamed to ``out_dir`` only when complete: an
     interrupted build leaves no directory at ``out_dir`` (and removes its temporary one unless
     the process is killed outright). An existing ``out_dir`` is an error unless ``overwrite``.
+    The teacher is moved to ``device`` (and left there, in its original train/eval mode).
     """
     if dtype not in DTYPES.values():
         raise ConfigError(f"teacher cache dtype must be float16 or float32, got {dtype}")
@@ -510,10 +511,6 @@ def _to_device(arr: np.ndarray, dev: torch.device) -> torch.Tensor:
     for i in range(0, arr.shape[0], rows):
         out[i:i + rows].copy_(torch.from_numpy(np.array(arr[i:i + rows])))  # a writable copy
     return out
-
-
-def needs_met(meta: dict[str, Any], needs: Iterable[str] | None) -> bool:
-    return needs is not None and set(needs) <= set(meta.get("contents", ()))
 
 
 def describe(meta: dict[str, Any]) -> str:

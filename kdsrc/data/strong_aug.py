@@ -32,7 +32,8 @@ sample drew (``torch.where``), so no host synchronisation is needed. Per-channel
 go through per-(sample, channel) 256-entry lookup tables; the geometric ones through one gather
 with the source index computed the way Pillow's ``ImagingTransformAffine`` does (16.16 fixed point
 for rotate/shear, ``ImagingScaleAffine`` floating point for translations). The tests compare every
-operation with PIL on random images (exact, bar rare rounding ties of the fixed-point paths).
+operation, Cutout and the whole chain with PIL (Pillow 13) on the CPU: pixel-exact. On a GPU,
+float rounding (sin/cos, division) may move a rare pixel that sits on a rounding boundary.
 
 Randomness: :func:`draw_strong` draws everything (op choices, magnitudes, Cutout size and
 position, and -- for an independent crop -- crop corner and flip) from torch's *CPU* generator
@@ -317,7 +318,7 @@ def cutout_(img: torch.Tensor, cutout: torch.Tensor) -> torch.Tensor:
     inx = (xs[None, :] >= x0[:, None]) & (xs[None, :] <= x1[:, None])         # B x W
     iny = (ys[None, :] >= y0[:, None]) & (ys[None, :] <= y1[:, None])         # B x H
     box = (iny[:, :, None] & inx[:, None, :] & on)[:, None]                   # B x 1 x H x W
-    fill = torch.tensor(CUTOUT_FILL[:c] if c <= 3 else CUTOUT_FILL[:1] * c, dtype=img.dtype,
+    fill = torch.tensor(CUTOUT_FILL if c == 3 else CUTOUT_FILL[:1] * c, dtype=img.dtype,
                         device=img.device).view(1, c, 1, 1)
     return torch.where(box, fill, img)
 

@@ -26,10 +26,17 @@ What each base gets (the ``official`` / ``clean`` presets also set these base se
 * ``reviewkd`` (``ReviewKD.py``): ReviewKD HCL with the last level replaced by f_ens, plus a
   KD term to q (the presets set ``kd_weight: 1.0`` where the base has that setting).
 * ``mlkd`` (``CRD_mlkd.py`` + ``MLKD_div.py``): MLKD's multi-temperature losses on ensembles
-  formed at each asked temperature. The reference also adds 0.8·CRD(g_s, f_ens) on this path;
-  that term is **not** added here (the mlkd base has no CRD part) — a documented difference.
+  formed at each asked temperature; the official preset sets ``bc_double_softmax: true``
+  (``MLKD_div.bc_loss`` softmaxes the ensemble probabilities again), clean sets false. The
+  reference also adds 0.8·CRD(g_s, f_ens) on this path; that term is **not** added here (the
+  mlkd base has no CRD part) — a documented difference.
 * ``dkd``: plain DKD towards q (no reference counterpart; the reference's DKD plug-in is the
   crd base above).
+
+Joint views receive the base's gradients through q and f_ens, as at HEAD. On the mlkd base with
+the l2 ensemble (Σw = 2.44) the class-correlation term grows ~Σw² and jointly trained views
+diverge at the student's LR on digits; the reference never trains them there (official preset:
+pretrained views), and the clean preset (l1) trains them stably.
 
 Settings (defaults and reasons). ``None`` on a switch means "take it from the preset"; the
 preset bundle is applied first, then every explicitly given setting wins.
@@ -52,7 +59,8 @@ config resolution can call it so that the eval record's ``switches`` shows resol
   - ``ensemble_temperature``: official = ``4.0`` (hard-coded ``temp=4`` of
     ``TeacherEnsemble.forward``) except ``"loss"`` on mlkd (the reference's ``various_temp``
     path forms one ensemble per MLKD temperature); clean = ``"loss"``; none = ``4.0``.
-  - base settings: official and clean set the plug-in definitions above; none sets nothing.
+  - base settings: official and clean set the plug-in definitions above (they differ only in
+    mlkd's ``bc_double_softmax``); none sets nothing.
 
 * ``views`` ∈ joint | pretrained | finetune. ``joint``: views from random init, optimised with
   the student at its learning rate by L_aux + the base's gradients through q and f_ens (HEAD CRD
@@ -71,8 +79,9 @@ config resolution can call it so that the eval record's ``switches`` shows resol
   teacher, not a teacher cache). YAML ``off``/``on`` (booleans) are accepted.
 * ``ensemble_temperature``: τ of the ensemble q; a number, or ``"loss"`` = the temperature the
   asking loss uses (note: unlike a plain ``null``, which means "from the preset").
-* ``angular_temperature`` = ``None`` → the base's ``temperature`` setting (else 4.0): the logit
-  angular losses use ``cfg.KD.TEMPERATURE`` in the reference (4 on CIFAR, 1 on ImageNet).
+* ``angular_temperature`` = ``None`` → the base's ``temperature`` (or ``kd_temperature``)
+  setting, else 4.0: the logit angular losses use ``cfg.KD.TEMPERATURE`` in the reference (4 on
+  CIFAR, 1 on ImageNet).
 * ``num_views`` = 5 (every reference config; at most 6, the length of the per-view lists),
   ``margin_feat`` = ``margin_logit`` = 0.2 (logit margin 0.1 before commit 20a0c63), ``kappa`` = 0.07.
 * weights ``w_feat_inter`` 0.1, ``w_feat_intra`` 1.0, ``w_logit_inter`` 1.0, ``w_logit_intra`` 1.0
@@ -104,11 +113,18 @@ VIEW_MODES = ("joint", "pretrained", "finetune")
 FROZEN_VIEW_MODES = ("train", "eval")
 #: switches a preset fills in when the run config leaves them unset (None)
 PRESET_KEYS = ("views", "angles", "ensemble_norm", "teacher_input_aug", "ensemble_temperature")
-#: the plug-in definitions: base settings the official and clean presets set (if not given)
-PLUGIN_BASE_SETTINGS: dict[str, dict[str, Any]] = {
+#: the plug-in definitions: base settings a preset sets (unless base_settings gives them, and
+#: only if the base has that setting)
+_PLUGINS = {
     "kd": {"kd_weight": 1.0},        # KD.py DIV branch: T²·KL(q‖p_s) without KD_WEIGHT 0.9
     "crd": {"kd_weight": 1.0},       # CRD.py DIV branch: + T²·KL(q‖p_s), weight 1
     "reviewkd": {"kd_weight": 1.0},  # ReviewKD.py DIV branch: + T²·KL(q‖p_s), weight 1
+}
+PLUGIN_BASE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    # MLKD_div.bc_loss applies a second softmax to the ensemble probabilities (reproduced)
+    "official": {**_PLUGINS, "mlkd": {"bc_double_softmax": True}},
+    "clean": {**_PLUGINS, "mlkd": {"bc_double_softmax": False}},
+    "none": {},
 }
 #: the aux loss terms the wrapper adds to the base's
 AUX_TERMS = ("loss_view_ce", "loss_feat_inter", "loss_feat_intra", "loss_logit_inter",
@@ -230,10 +246,9 @@ class AngularKD(Distiller):
         if not isinstance(base_given, dict):
             raise ConfigError(f"method.base_settings: expected a mapping, got {base_given!r}")
         base_given = dict(base_given)
-        if preset != "none":
-            for key, value in PLUGIN_BASE_SETTINGS.get(base, {}).items():
-                if key in base_cls.defaults:
-                    base_given.setdefault(key, value)
+        for key, value in PLUGIN_BASE_SETTINGS[preset].get(base, {}).items():
+            if key in base_cls.defaults:
+                base_given.setdefault(key, value)
         try:
             s["base_settings"] = resolve_settings(base, base_given)
         except ConfigError as e:

@@ -21,9 +21,10 @@ normalisation constants ``(Z_s, Z_t)``, −1 until the first scoring sets them t
 ``mean(exp scores)·N``; then frozen. Banks and ``z`` are persistent buffers, so ``last.pt``
 resumes them.
 
-Memory banks in ``extra_params``: **counted** (as mdistiller's ``get_extra_parameters``, whose
-12.3M for resnet32x4→resnet8x4 in the DKD paper's figure is embeds + banks, 12,865,797 values
-/ 2^20): ``extra_param_count() = embedding parameters + 2·N·feat_dim``. The ``z`` constants
+Memory banks in ``extra_params``: **counted**, as mdistiller's ``get_extra_parameters`` does
+(embeds + ``contrast.buffers()``; the DKD paper figure's 12.3M for resnet32x4→resnet8x4 is
+consistent with that: 12,865,797 values / 2^20 = 12.27 — our reading, not stated there):
+``extra_param_count() = embedding parameters + 2·N·feat_dim``. The ``z`` constants
 are not counted (mdistiller counts its 5-value ``params`` buffer; a difference of 5).
 
 Negative sampling (``nce_sampling``), on the device, vectorised, from torch's RNG:
@@ -182,7 +183,8 @@ class ContrastHead(nn.Module):
         with torch.no_grad():  # set once, then frozen (no host sync: a where on the device)
             first = torch.stack([raw_s.mean(), raw_t.mean()]) * float(self.num_data)
             self.z.copy_(torch.where(self.z < 0, first, self.z))
-        return raw_s / self.z[0], raw_t / self.z[1]
+            z = self.z.clone()  # the graph keeps this copy; later in-place updates of z are safe
+        return raw_s / z[0], raw_t / z[1]
 
     def nce(self, scores: torch.Tensor) -> torch.Tensor:
         return nce_loss(scores, num_data=self.num_data)
@@ -213,7 +215,8 @@ class ContrastHead(nn.Module):
 
 def build_contrast_head(settings: dict, ctx: DistillContext, *, key_prefix: str = ""
                         ) -> ContrastHead:
-    """A :class:`ContrastHead` sized from ``ctx`` (pooled-feature dims) and the ``nce_*`` settings."""
+    """A :class:`ContrastHead` sized from ``ctx`` (pooled-feature dims) and the ``nce_*``
+    settings."""
     s = settings
     if "pooled_feat" not in ctx.student_dims or "pooled_feat" not in ctx.teacher_dims:
         raise ConfigError("CRD needs the student's and teacher's pooled-feature sizes "

@@ -1,4 +1,4 @@
-"""``ldrld``: Local Dense Relational Logit Distillation (Xu et al., ICCV 2025), as the official code computes it.
+"""``ldrld``: LDRLD, "Local Dense Logit Relations for Enhanced KD" (Xu et al., ICCV 2025), as coded.
 
 Official code: yema-web/LDRLD (a RepDistiller fork) -- ``distiller_zoo/LDRLD.py`` (the loss),
 ``helper/loops.py`` (how it enters the total), ``helper/util.py`` (LR warm-up),

@@ -1,4 +1,4 @@
-"""``mlkd``: Multi-Level Logit Distillation (Jin, Wang, Lin; CVPR 2023), as the official code trains CIFAR-100.
+"""``mlkd``: Multi-Level Logit Distillation (Jin, Wang, Lin; CVPR 2023), as its official CIFAR-100 code.
 
 Official code: Jin-Ying/Multi-Level-Logit-Distillation -- ``mdistiller/distillers/KD_ours.py``
 (the loss), ``mdistiller/engine/trainer.py`` (``AugTrainer``, trainer "ours": one step on a

@@ -163,7 +163,8 @@ class ReviewKD(Distiller):
         w = ramp(state.epoch, s["warmup"])
         losses = {
             "loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y),
-            "loss_reviewkd": (w * s["reviewkd_weight"]) * hcl_loss(fused, self.teacher_maps(t.feats)),
+            "loss_reviewkd": (w * s["reviewkd_weight"])
+            * hcl_loss(fused, self.teacher_maps(t.feats)),
         }
         if s["kd_weight"] != 0:
             losses["loss_kd"] = s["kd_weight"] * kd_loss_from_probs(

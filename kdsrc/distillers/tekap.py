@@ -5,8 +5,8 @@ Gaussian noise (``kdsrc.losses.tekap``); the student distils from the clean and 
 teachers. Loss::
 
     ce_weight·CE
-      + logit_weight·[ T²·KL(q ‖ p_s) + logit_noisy_weight·Σ_k T²·KL(q̃_k ‖ p_s) ]    (level logit/both)
-      + feat_weight ·[ CRD(f_s, f_t) + feat_noisy_weight·Σ_k CRD(f_s, f̃_k) ]          (level feature/both)
+      + logit_weight·[T²·KL(q ‖ p_s) + logit_noisy_weight·Σ_k T²·KL(q̃_k ‖ p_s)]  (logit/both)
+      + feat_weight·[CRD(f_s, f_t) + feat_noisy_weight·Σ_k CRD(f_s, f̃_k)]        (feature/both)
 
 ``q = t.probs(T)`` (so an Angular-KD ensemble plugs in), ``q̃_k = softmax((0.9·z_t + 0.1·ε_k)/T)``
 computed from ``q`` (exactly equal, see ``perturbed_probs``), ``f̃_k = 0.9·f + σ_f·ε_k`` on the

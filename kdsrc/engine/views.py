@@ -226,7 +226,7 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
         "history": history,
         "wall_s": round(wall_s, 3),
         "device": device_name(dev),
-        "versions": versions(),
+        "versions": {k: str(v) for k, v in versions().items()},   # plain str: weights-only loadable
     }
     atomic_torch_save({"views": {k: v.detach().cpu() for k, v in views.state_dict().items()},
                        "meta": meta}, out_path)

@@ -13,7 +13,9 @@ the same). For ``q = softmax(z_t / T)`` the result equals mdistiller's to roundi
 Numerics (same values, no reference quirk changed): the student's binary log-probabilities are
 computed as log-sum-exps of ``log_softmax`` instead of ``torch.log`` of summed probabilities
 (the reference takes ``log`` without an epsilon and gives ``-inf`` when ``p_gt`` underflows),
-and ``q`` is clamped at the smallest normal float before its log. Everything runs in fp32.
+``q`` is clamped at the smallest normal float before its log, and the teacher's NCKD target is
+kept in log space, so that the gradient w.r.t. ``q`` (Angular-KD's jointly trained views) has no
+0·log 0 NaN at the masked target class. Everything runs in fp32.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ GT_MASK_MAGNITUDE = 1000.0
 
 
 def _kl_rows(q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
-    """``Σ_c q_c (log q_c − log p_c)`` per row, with ``0·log 0 = 0``."""
-    return (torch.special.xlogy(q, q) - q * log_p).sum(dim=1)
+    """``Σ_c q_c (log q_c − log p_c)`` per row, with ``0·log 0 = 0`` and a finite gradient at
+    ``q_c = 0`` (``xlogy(q, q)`` would give NaN there when q carries gradients, as Angular-KD's
+    jointly trained views do)."""
+    pos = q > 0
+    log_q = torch.where(pos, q, torch.ones_like(q)).log()
+    return torch.where(pos, q * (log_q - log_p), torch.zeros_like(q)).sum(dim=1)
 
 
 def dkd_parts(student_logits: torch.Tensor, teacher_probs: torch.Tensor, target: torch.Tensor, *,
@@ -64,8 +70,8 @@ def dkd_parts(student_logits: torch.Tensor, teacher_probs: torch.Tensor, target:
     mask = gt.float() * GT_MASK_MAGNITUDE
     log_p_hat = F.log_softmax(z - mask, dim=1)
     log_q = q.clamp_min(torch.finfo(torch.float32).tiny).log()
-    q_hat = F.softmax(log_q - mask, dim=1)
-    nckd = _kl_rows(q_hat, log_p_hat) * (t * t)
+    log_q_hat = F.log_softmax(log_q - mask, dim=1)  # finite everywhere (≈ −1000 at gt)
+    nckd = (log_q_hat.exp() * (log_q_hat - log_p_hat)).sum(dim=1) * (t * t)
 
     if reduction == "mean":
         return tckd.mean(), nckd.mean()

@@ -1,4 +1,4 @@
-"""Local Dense Relational Logit Distillation (LDRLD, Xu et al., ICCV 2025) as the official code computes it.
+"""LDRLD, "Local Dense Logit Relations for Enhanced Knowledge Distillation" (ICCV 2025), as coded.
 
 Source: yema-web/LDRLD ``distiller_zoo/LDRLD.py`` (``ADW``, ``calculate_recursion_combinations``,
 ``selective_softmax_loss``, ``LDRLD.forward``); notes in /work/shared/reference/baselines.md §3.1.
@@ -11,7 +11,8 @@ logits, ``student_logits.topk(k)``), ordered by rank r = 0..k−1:
 * for a group with class set S: teacher and student distributions restricted to S,
   ``softmax(z/T − 1000·[c ∉ S])``, and ``KL_g = T²/B Σ_i KL(p_t,i^S ‖ p_s,i^S)``;
 * ADW weight of a pair: ``w(a, b) = 2 / (1.5 + |a − b|) · exp(−γ ((a+1) + (b+1)))``, γ = 0.05
-  (hard-coded in the official code); the full group has weight 1;
+  (hard-coded in the official code); the full group has weight 1 (for k = 2, where the full
+  group is itself a pair, the official ``len == 2`` test gives it ``w(0, 1)``; reproduced);
 * ``L_LDR = (Σ_pairs w·KL_pair + KL_full) / G``;
 * RNTK (remaining non-target knowledge): the same KL over the classes NOT in the top-k set.
 
@@ -47,7 +48,10 @@ def adw_weight(a: int, b: int, *, gamma: float = 0.05, scale: float = 2.0, offse
 
 
 def ldrld_group_weights(k: int, *, gamma: float = 0.05) -> torch.Tensor:
-    """float64 weights of :func:`ldrld_groups` (pairs: ADW; the full group: 1.0)."""
+    """float64 weights of :func:`ldrld_groups` (pairs: ADW; the full group: 1.0).
+
+    As coded, a group is weighted by ADW when it has two members (``len(comb) == 2``), so for
+    k = 2 the full group -- the pair (0, 1) again -- also gets ``w(0, 1)``, not 1."""
     return torch.tensor([adw_weight(g[0], g[1], gamma=gamma) if len(g) == 2 else 1.0
                          for g in ldrld_groups(k)], dtype=torch.float64)
 

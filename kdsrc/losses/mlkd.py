@@ -86,8 +86,8 @@ def class_correlation_loss(student_logits: torch.Tensor, teacher_probs: torch.Te
 
 def batch_correlation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, *,
                            temperature: float = 4.0, reduce: bool = True) -> torch.Tensor:
-    """MLKD batch-level loss ``Σ_ij (q qᵀ − p pᵀ)²_ij / B`` (``bc_loss``); ``reduce=False`` returns the
-    B x B matrix. ``p = softmax(z_s / T)``, ``q`` given.
+    """MLKD batch-level loss ``Σ_ij (q qᵀ − p pᵀ)²_ij / B`` (``bc_loss``); ``reduce=False``
+    returns the B x B matrix. ``p = softmax(z_s / T)``, ``q`` given.
 
     Angular-KD's ``MLKD_div.bc_loss`` applies a second softmax to the ensemble probabilities
     (``softmax(q_T / T)``, the inherited function not adapted); a caller reproducing it passes

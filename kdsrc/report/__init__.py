@@ -29,9 +29,9 @@ from .spec import KINDS, validate_spec
 
 __all__ = [
     "COLUMNS", "KINDS", "METRICS", "Published", "collect", "escape_latex", "load_published",
-    "load_records", "make_table", "metrics_csv_text", "metrics_summary", "plot_table_bars", "plot_training_curves",
-    "read_metrics_csv", "render_latex", "render_markdown", "validate_spec", "write_metrics_csv",
-    "write_table",
+    "load_records", "make_table", "metrics_csv_text", "metrics_summary", "plot_table_bars",
+    "plot_training_curves", "read_metrics_csv", "render_latex", "render_markdown",
+    "validate_spec", "write_metrics_csv", "write_table",
 ]
 
 

@@ -1,4 +1,7 @@
-"""Figures (matplotlib's Agg canvas, attached per figure: no pyplot, no global backend switch): training curves and per-table bar charts.
+"""Figures: training curves and one bar chart per table.
+
+Drawn on matplotlib's Agg canvas attached to each figure: no pyplot, no global backend switch,
+no display needed.
 
 PNG files are written atomically and without a ``Software`` version stamp, so the same inputs on
 the same matplotlib version give the same bytes.
@@ -18,7 +21,7 @@ from matplotlib.patches import Patch
 from ..errors import KdsrcError
 from ._io import atomic_write
 from .collect import pair_row
-from .render import METRIC_HEADERS, _Cells, _table_name
+from .render import METRIC_HEADERS, _Cells, _one_table
 from .spec import teacher_metric, validate_spec
 
 CURVE_LABELS = {"test_top1": "test top-1 (%)", "test_top5": "test top-5 (%)",
@@ -150,12 +153,13 @@ def _bar_series(df: pd.DataFrame, spec: dict[str, Any]
 def plot_table_bars(df: pd.DataFrame, spec: dict[str, Any], out_png: PathLike,
                     table_name: str | None = None) -> Path:
     """A grouped bar chart of one table: means with ± std error bars, missing cells left out."""
-    df, name = _table_name(df, table_name)
+    df, name = _one_table(df, table_name)
     norm = validate_spec(spec, name)
     groups, series, ylabel = _bar_series(df, norm)
     k = max(len(series), 1)
     width = 0.8 / k
-    fig = _new_figure(figsize=(max(4.0, 1.0 + len(groups) * (0.5 + 0.22 * k)) + 1.8, 3.8), layout="constrained")
+    plot_width = max(4.0, 1.0 + len(groups) * (0.5 + 0.22 * k))
+    fig = _new_figure(figsize=(plot_width + 1.8, 3.8), layout="constrained")  # + legend
     ax = fig.subplots()
     lows, highs, handles = [], [], []
     for i, (label, vals) in enumerate(series):
@@ -173,7 +177,8 @@ def plot_table_bars(df: pd.DataFrame, spec: dict[str, Any], out_png: PathLike,
         pad = max(1.0, 0.15 * (hi - lo))
         ax.set_ylim(max(0.0, math.floor(lo - pad)), math.ceil(hi + pad / 2))
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=20 if len(groups) > 3 else 0, ha="right" if len(groups) > 3 else "center")
+    tilt = len(groups) > 3
+    ax.set_xticklabels(groups, rotation=20 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{name}: {norm['title']}" if norm["title"] else name)
     ax.grid(True, axis="y", alpha=0.3)

@@ -4,9 +4,11 @@ Columns ``teacher, student, method, top1, source``. Which dataset the numbers ar
 optional ``dataset`` column (per row); else the ``dataset`` argument of :func:`load_published`;
 else the file name ``published_<dataset>.csv`` (``published_cifar100.csv`` -> cifar100); else
 the rows apply to every dataset. A table of another dataset (the quick plan's digits) so gets
-no published numbers and no Δ from a CIFAR-100 file. ``method`` uses the papers' names: ``teacher`` (the teacher's own
-top-1, repeated on each of its pairs), ``vanilla`` (the student trained alone), ``kd``, ``crd``,
-``dkd``... A plan method whose name differs is mapped with the table's ``published_names``.
+no published numbers and no Δ from a CIFAR-100 file.
+
+``method`` uses the papers' names: ``teacher`` (the teacher's own top-1, repeated on each of its
+pairs), ``vanilla`` (the student trained alone), ``kd``, ``crd``, ``dkd``... A plan method whose
+name differs is mapped with the table's ``published_names``.
 """
 
 from __future__ import annotations

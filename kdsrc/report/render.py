@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_UP, Decimal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,6 @@ class Layout:
     caption: list[tuple[str, bool]]  # (text, is LaTeX already) parts
     label: str
     title: str
-    notes: list[str] = field(default_factory=list)
 
 
 class _Cells:
@@ -277,7 +276,7 @@ def _layout(df: pd.DataFrame, spec: dict[str, Any], table: str) -> Layout:
     return Layout(table, headers, align, rows, caption, spec["label"], spec["title"])
 
 
-def _table_name(df: pd.DataFrame, table_name: str | None) -> tuple[pd.DataFrame, str]:
+def _one_table(df: pd.DataFrame, table_name: str | None) -> tuple[pd.DataFrame, str]:
     if "table" not in df.columns:
         raise KdsrcError("not a collected table frame (no 'table' column); use report.collect")
     names = list(dict.fromkeys(str(t) for t in df["table"]))
@@ -292,7 +291,7 @@ def _table_name(df: pd.DataFrame, table_name: str | None) -> tuple[pd.DataFrame,
 
 
 def layout(df: pd.DataFrame, spec: dict[str, Any], table_name: str | None = None) -> Layout:
-    df, name = _table_name(df, table_name)
+    df, name = _one_table(df, table_name)
     return _layout(df, validate_spec(spec, name), name)
 
 

@@ -63,6 +63,10 @@ def _names(v: Any, table: str, key: str) -> list[str]:
 
 
 def _pair(v: Any, table: str, key: str) -> tuple[str, str]:
+    if isinstance(v, str):
+        raise _err(table, key, f"expected [teacher, student], got {v!r}: a pair group name? "
+                   "Expand the plan's pair groups (kdsrc.plan.Plan.expand_pairs) before "
+                   "handing the spec to the report")
     if not isinstance(v, (list, tuple)) or len(v) != 2:
         raise _err(table, key, f"expected [teacher, student], got {v!r}")
     return _name(v[0], table, f"{key}[0]"), _name(v[1], table, f"{key}[1]")

@@ -289,3 +289,16 @@ def test_fixed_views_cache_and_loader(tmp_path):
         loader.set_fixed_variants(cache.variants[:2])
     with pytest.raises(ValueError, match="out of range"):
         loader.set_fixed_variants(cache.variants + 10)
+
+
+def test_command_line_info_and_errors(tmp_path, capsys):
+    from kdsrc.cache.__main__ import main
+
+    out = build_teacher_cache(PixelTeacher(), fake_data(n=2), tmp_path / "c", teacher_name="pix")
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["teacher"] == "pix"
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["build", "--teacher", "resnet8", "--checkpoint", str(tmp_path / "no.pt"),
+                 "--dataset", "digits", "--out", str(tmp_path / "d"), "--device", "cpu"]) == 2
+    assert "no.pt" in capsys.readouterr().err and not (tmp_path / "d").exists()

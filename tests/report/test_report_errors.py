@@ -91,6 +91,7 @@ def test_mixed_epochs_in_one_cell(tmp_path):
     ({"kind": "grid", "pairs": [], "methods": ["kd"]}, "table T9: pairs: expected a non-empty list"),
     ({"kind": "grid", "pairs": [["a", "b", "c"]], "methods": ["kd"]}, r"table T9: pairs\[0\]: expected \[teacher, student\]"),
     ({"kind": "grid", "pairs": [["a", "b"]], "methods": ["kd", "kd"]}, "table T9: methods: duplicate entries kd"),
+    ({"kind": "grid", "pairs": ["same"], "methods": ["kd"]}, r"table T9: pairs\[0\]: expected \[teacher, student\], got 'same': a pair group name\?"),
     ({"kind": "grid", "pairs": [["a", "b"]], "methods": ["kd"], "metric": "top2"}, "table T9: metric: unknown metric 'top2'"),
     ({"kind": "grid", "pairs": [["a", "b"]], "methods": ["kd"], "compare": "crd"}, "table T9: compare: 'crd' is not one of"),
     ({"kind": "grid", "pairs": [["a", "b"]], "methods": ["kd"], "pair": ["a", "b"]}, "table T9: pair: unknown key for a grid table"),

@@ -34,8 +34,8 @@ def _compile(tmp_path, tex: str, name: str = "doc") -> None:
     proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)
-    log = (tmp_path / f"{name}.log").read_text(errors="replace") if (tmp_path / f"{name}.log").exists() else ""
     assert proc.returncode == 0, f"pdflatex failed:\n{proc.stdout[-3000:]}"
+    log = (tmp_path / f"{name}.log").read_text(errors="replace")
     pdf = tmp_path / f"{name}.pdf"
     assert pdf.exists() and pdf.read_bytes()[:5] == b"%PDF-"
     assert "Overfull \\hbox" not in log, "a table is wider than the text"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from report_testutil import EVAL, PUBLISHED, find
@@ -135,13 +138,13 @@ def test_published_names_map_plan_methods(run_records):
 def test_latex_escaping():
     spec = _grid(pairs=[["wrn_40_2", "wrn_16_2"]], methods=["kd", "angularkd_crd"],
                  caption="50% of #runs & {more}_x ~ ^", title="Pairs_with_underscores",
-                 column_labels={"kd": "KD (T=4)"})
+                 column_labels={"kd": "KD (T=4) $x$ \\"})
     tex = report.render_latex(report.collect([EVAL], spec, "T"), spec)
     assert r"angularkd\_crd" in tex and "angularkd_crd" not in tex
     assert r"wrn\_40\_2 & wrn\_16\_2 & -- & --" in tex
     assert r"Pairs\_with\_underscores" in tex
     assert r"50\% of \#runs \& \{more\}\_x \textasciitilde{} \textasciicircum{}" in tex
-    assert "KD (T=4)" in tex
+    assert r"KD (T=4) \$x\$ \textbackslash{}" in tex  # labels are names: always escaped
     assert r"\label{tab:T}" in tex  # default label
     assert report.escape_latex("a->b ± Δ") == r"a$\rightarrow$b $\pm$ $\Delta$"
 
@@ -196,3 +199,9 @@ def test_make_table_writes_everything(tmp_path, specs):
     df = report.make_table([EVAL], specs["T1"], "T1", published=PUBLISHED, metrics_csv=out["metrics"],
                            tex=out["tables"], md=out["md"], png=out["figures"])
     assert len(df) == 10 and all(p.stat().st_size > 0 for p in out.values())
+
+
+def test_report_does_not_import_torch():
+    """The tables rebuild in seconds from the eval outputs: no torch import on that path."""
+    code = "import sys, kdsrc.report; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(report.__file__).parents[2])
