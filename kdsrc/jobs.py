@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 import time
 from pathlib import Path
 from typing import Iterator
@@ -25,35 +26,36 @@ def job(log_path: str | None, *, threads: int = 1, gpu: bool = True,
         stream = open(log_path, "w", buffering=1)
         sys.stdout = sys.stderr = stream
     try:
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
-        if gpu:
-            from .gpu import acquire_device
-
-            lease = acquire_device(jobs_per_gpu=jobs_per_gpu)
-            with lease:
-                info = lease.as_dict()
-                print(f"kdsrc.jobs: lease {info} pid {os.getpid()} start {time.time():.3f}",
-                      flush=True)
-                device = lease.device
-                if os.environ.get("KDSRC_FAKE_GPUS") and device.startswith("cuda"):
-                    # simulated devices (tests, dry runs): the slot is real, the math runs on CPU
-                    print("kdsrc.jobs: simulated GPU slot (KDSRC_FAKE_GPUS): computing on the CPU")
-                    device = "cpu"
-                try:
-                    yield device
-                finally:
-                    print(f"kdsrc.jobs: release pid {os.getpid()} end {time.time():.3f}",
-                          flush=True)
-        else:
-            yield "cpu"
+        try:
+            yield from _setup(threads, gpu, jobs_per_gpu)
+        except BaseException:
+            if stream is not None:  # the traceback belongs in the job's log, too
+                traceback.print_exc(file=stream)
+            raise
     finally:
         if stream is not None:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             stream.close()
 
 
-def jobs_per_gpu(config: dict) -> int:
-    """``jobs_per_gpu`` from the Snakemake config or the environment (default 1)."""
-    return int(config.get("jobs_per_gpu", os.environ.get("KDSRC_JOBS_PER_GPU", 1)))
+def _setup(threads: int, gpu: bool, jobs_per_gpu: int) -> Iterator[str]:
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    if not gpu:
+        yield "cpu"
+        return
+    from .gpu import acquire_device
+
+    with acquire_device(jobs_per_gpu=jobs_per_gpu) as lease:
+        print(f"kdsrc.jobs: lease {lease.as_dict()} pid {os.getpid()} start {time.time():.3f}",
+              flush=True)
+        device = lease.device
+        if os.environ.get("KDSRC_FAKE_GPUS") and device.startswith("cuda"):
+            # simulated devices (tests, dry runs): the slot is real, the math runs on the CPU
+            print("kdsrc.jobs: simulated GPU slot (KDSRC_FAKE_GPUS): computing on the CPU")
+            device = "cpu"
+        try:
+            yield device
+        finally:
+            print(f"kdsrc.jobs: release pid {os.getpid()} end {time.time():.3f}", flush=True)

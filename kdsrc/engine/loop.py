@@ -106,8 +106,13 @@ def _autocast(device: torch.device, precision: str):
 
 def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device = "auto",
           data_root: str | Path = "data", download: bool = False, resume: bool = True,
-          progress: Progress | None = None) -> dict[str, Any]:
-    """Train one run; return its eval record (also written to ``paths.eval_json``)."""
+          progress: Progress | None = None, method_label: str | None = None) -> dict[str, Any]:
+    """Train one run; return its eval record (also written to ``paths.eval_json``).
+
+    ``method_label`` names the method in the record (the pipeline passes the plan's method
+    entry, e.g. ``angularkd_crd``; default: the kdsrc method name). The kdsrc method is always
+    in ``kdsrc_method``.
+    """
     cfg = resolve_run_config(config)
     chash = config_hash(cfg)
     progress = progress or Progress()
@@ -252,7 +257,8 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
         "dataset": cfg["dataset"],
         "teacher": cfg["teacher"]["name"] if cfg["teacher"] else "none",
         "student": cfg["student"],
-        "method": cfg["method"]["name"],
+        "method": method_label or cfg["method"]["name"],
+        "kdsrc_method": cfg["method"]["name"],
         "seed": cfg["seed"],
         "config_hash": chash,
         "top1_best": best["top1"], "top5_best": best["top5"], "epoch_best": best["epoch"],
