@@ -65,7 +65,10 @@ def resolve_settings(name: str, overrides: dict[str, Any] | None) -> dict[str, A
             raise ConfigError(f"method.{key}: unknown setting for method {name!r}; "
                               f"allowed: {allowed}")
         settings[key] = _check_type(key, value, cls.defaults[key])
-    return settings
+    # methods with presets (Angular-KD) fill in what a preset implies, so the run config and
+    # the eval record hold concrete values
+    finalize = getattr(cls, "finalize_settings", None)
+    return finalize(settings) if callable(finalize) else settings
 
 
 def build_distiller(name, student, teacher, settings, ctx) -> Distiller:

@@ -1,7 +1,7 @@
 """Stage 1 of Angular-KD's two-stage pipeline: train the view branches on the frozen teacher.
 
-Reference: ``configs/cifar100/pretrain.yaml`` + the ``Pretrain`` distiller (``mdistiller/distillers/_base.py``)
-of june6423/Angular-KD. The teacher runs in eval mode under ``no_grad``; the views (train mode:
+Reference: ``configs/cifar100/pretrain.yaml`` + the ``Pretrain`` distiller
+(``mdistiller/distillers/_base.py``) of june6423/Angular-KD. The teacher runs in eval mode under ``no_grad``; the views (train mode:
 dropout on, BN batch statistics) minimise L_aux only (no student): the four angular losses and
 0.8·Σ_i CE(z_i, y), with the angular settings of the ``angularkd`` method. SGD, momentum 0.9,
 weight decay 5e-4, batch 64, lr 0.1 ×0.1 after epochs 10 and 20, 30 epochs, the same crop + flip

@@ -31,6 +31,8 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 
+from .kd import plogp
+
 #: the official masking constant (``− 1000.0 * mask``)
 MASK_VALUE = 1000.0
 
@@ -60,7 +62,7 @@ def _restricted_kl(log_p_s: torch.Tensor, q: torch.Tensor, member: torch.Tensor)
     """``Σ_c q^S_c (log q^S_c − log_p_s_c)`` over the last dim, ``q^S = q·member / Σ q·member``."""
     qm = q * member
     qs = qm / qm.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(qm.dtype).tiny)
-    return (torch.special.xlogy(qs, qs) - qs * log_p_s).sum(dim=-1)
+    return (plogp(qs) - qs * log_p_s).sum(dim=-1)
 
 
 def ldrld_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, *,

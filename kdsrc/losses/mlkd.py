@@ -37,6 +37,8 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from .kd import plogp
+
 MASK_MODES = ("as_coded", "per_sample")
 #: the official temperature set, in the order of ``KD_ours.forward_train`` (cfg.KD.TEMPERATURE = 4 first)
 MLKD_TEMPERATURES = (4.0, 3.0, 5.0, 2.0, 6.0)
@@ -70,7 +72,7 @@ def kd_per_sample(student_logits: torch.Tensor, teacher_probs: torch.Tensor, *,
     t = float(temperature)
     q = teacher_probs.float()
     log_p = F.log_softmax(student_logits.float() / t, dim=1)
-    return (torch.special.xlogy(q, q) - q * log_p).sum(dim=1) * (t * t)
+    return (plogp(q) - q * log_p).sum(dim=1) * (t * t)
 
 
 def class_correlation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, *,

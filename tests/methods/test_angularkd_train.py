@@ -11,7 +11,7 @@ import torch
 
 from kdsrc.config import resolve_run_config
 from kdsrc.data import DeviceLoader, load_dataset
-from kdsrc.distillers import METHODS, DistillContext, StepState, build_distiller
+from kdsrc.distillers import METHODS, DistillContext, build_distiller
 from kdsrc.distillers.angularkd import (AUX_TERMS, BASES, PLUGIN_BASE_SETTINGS, AngularKD,
                                        preset_switches)
 from kdsrc.engine import Progress, RunPaths, train
