@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from ..atomicio import atomic_write, atomic_write_json, atomic_write_text
 
-def _atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["atomic_torch_save", "atomic_write_json", "atomic_write_text"]
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    return _atomic(path, lambda p: torch.save(obj, p))
-
-
-def atomic_write_text(text: str, path: str | Path) -> Path:
-    return _atomic(path, lambda p: p.write_text(text))
-
-
-def atomic_write_json(obj: Any, path: str | Path) -> Path:
-    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+    return atomic_write(path, lambda p: torch.save(obj, p))

@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ..errors import ConfigError, KdsrcError
-from ._io import atomic_write_text
+from ..atomicio import atomic_write_text
 from .published import Published, as_published
 from .records import SOURCE, RecordLike, load_records, record_kind
 from .spec import teacher_metric, validate_spec

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..errors import KdsrcError
-from ._io import atomic_write
+from ..atomicio import atomic_write
 from .collect import pair_row
 from .render import METRIC_HEADERS, _Cells, _one_table
 from .spec import teacher_metric, validate_spec

@@ -33,7 +33,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ..errors import KdsrcError
-from ._io import atomic_write_text
+from ..atomicio import atomic_write_text
 from .collect import pair_row
 from .spec import teacher_metric, validate_spec
 

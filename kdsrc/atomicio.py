@@ -1,4 +1,4 @@
-"""Atomic writes for report outputs (no torch import: the report layer stays light).
+"""Atomic file writes (no torch import, so the report layer stays light).
 
 A reader, or a writer killed half-way, never sees a partial table or figure: the content goes to a
 temporary file in the target's folder, is fsynced, then renamed over the target.
@@ -34,3 +34,9 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
     """Write ``text`` as UTF-8 with ``\\n`` line ends (byte-stable across platforms)."""
     data = text.encode("utf-8")
     return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def atomic_write_json(obj, path: str | Path) -> Path:
+    import json
+
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
