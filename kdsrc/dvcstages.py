@@ -69,7 +69,10 @@ def stages(rules_dir: str | Path = "rules") -> dict:
         # Snakemake creates only the folders the plan needs (no cache, no views in some
         # plans); DVC wants every declared out to exist after the stage ran
         dirs = " ".join(path for path, _ in STAGE_OUTS[stage])
-        entry = {"cmd": f"snakemake {stage} && mkdir -p {dirs}", "deps": deps,
+        # tables: rebuild from the eval records only; Snakemake's `code` trigger would otherwise
+        # retrain every run whose script is newer than its results (any fresh checkout)
+        triggers = " --rerun-triggers mtime params input" if stage == "tables" else ""
+        entry = {"cmd": f"snakemake {stage}{triggers} && mkdir -p {dirs}", "deps": deps,
                  "params": [{"config/config.yaml": ["plan"]}], "outs": outs}
         if stage == "tables":
             entry["metrics"] = [{METRICS: {"cache": False}}]

@@ -143,6 +143,6 @@ def table_teacher_records(wildcards):
 
 
 def table_teacher_logs(wildcards):
-    return [f"results/teachers/{DATASET}/{t}/pretrain/log.csv"
+    return [f"results/eval/teachers/{DATASET}/{t}.csv"
             for t in PLAN.table_teachers(wildcards.table)
             if PLAN.teachers[t]["source"] == "pretrain"]

@@ -23,7 +23,7 @@ rule pretrain_teacher:
     output:
         model="results/teachers/{dataset}/{teacher}/model.pt",
         source="results/teachers/{dataset}/{teacher}/source.json",
-        log_csv="results/teachers/{dataset}/{teacher}/pretrain/log.csv",
+        log_csv="results/eval/teachers/{dataset}/{teacher}.csv",
     wildcard_constraints:
         teacher=PRETRAIN_TEACHERS,
     params:

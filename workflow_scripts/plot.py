@@ -10,12 +10,13 @@ sm = snakemake  # noqa: F821  (injected by Snakemake)
 
 
 def label(csv_path: str) -> str:
-    # results/eval/runs/{d}/{t}/{s}/{m}/seed{n}.csv -> "t->s m"; teachers' pretraining logs
+    # results/eval/runs/{d}/{t}/{s}/{m}/seed{n}.csv -> "t->s m";
+    # results/eval/teachers/{d}/{t}.csv (a teacher's pretraining) -> "t (teacher)"
     parts = Path(csv_path).parts
     if "runs" in parts:
         d, t, s, m = parts[-5:-1]
         return f"{t}->{s} {m}"
-    return f"{parts[-3]} (teacher)"
+    return f"{Path(csv_path).stem} (teacher)"
 
 
 with job(sm.log[0], gpu=False):

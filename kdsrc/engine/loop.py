@@ -252,6 +252,9 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
 
     if not history:
         raise ConfigError("solver.epochs: nothing was trained")
+    # a run resumed from a complete last.pt trains nothing; its log must still be written
+    # (Snakemake deletes a job's outputs before it starts)
+    _write_csv(history, paths.log_csv)
     last = history[-1]
     record = {
         "dataset": cfg["dataset"],

@@ -78,6 +78,9 @@ def test_completed_run_is_not_retrained(tmp_path):
     cfg = {"dataset": "digits", "student": "resnet8", "method": "vanilla", "solver": {"epochs": 1}}
     first = train(cfg, paths, device="cpu", progress=QUIET)
     w = load_state_dict_file(paths.final)
+    for out in (paths.final, paths.eval_json, paths.log_csv):  # what Snakemake deletes first
+        out.unlink()
     again = train(cfg, paths, device="cpu", progress=QUIET)
+    assert paths.final.exists() and paths.eval_json.exists() and len(_rows(paths.log_csv)) == 1
     assert again["top1_last"] == first["top1_last"]
     assert all(torch.equal(w[k], v) for k, v in load_state_dict_file(paths.final).items())
