@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsrc.data import DATASET_NAMES, DatasetArrays, load_dataset
+import kdsrc.data.digits as digits_mod
 from kdsrc.data.digits import DIGITS_SPLIT, digits_split, upsample_digits
 
 # sha256 over train_x, train_y, test_x, test_y bytes: pins the conversion and the split.
@@ -26,7 +27,8 @@ FIRST_TEST_INDICES = [7, 15, 18, 20, 25, 36, 44, 46, 57, 61, 63, 69, 74, 76, 85,
 HASH_SNIPPET = (
     "import hashlib; from kdsrc.data import load_dataset; a = load_dataset('digits'); m = hashlib.sha256()\n"
     "for t in (a.train_x, a.train_y, a.test_x, a.test_y): m.update(t.numpy().tobytes())\n"
-    "print(m.hexdigest())"
+    "print(m.hexdigest())\n"
+    "import sys; print('sklearn' in sys.modules)"
 )
 
 
@@ -111,7 +113,24 @@ def test_deterministic_across_processes():
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", HASH_SNIPPET], capture_output=True, text=True,
                          check=True, env=env, cwd=repo)
-    assert out.stdout.strip() == GOLDEN_SHA256
+    digest, sklearn_imported = out.stdout.split()
+    assert digest == GOLDEN_SHA256
+    # the wheel's CSV is read directly: no job pays scikit-learn's (and SciPy's) import time
+    assert sklearn_imported == "False"
+
+
+def test_direct_csv_read_equals_load_digits(sk):
+    images, target = digits_mod._read_digits_csv()
+    assert np.array_equal(images, sk.images) and np.array_equal(target, sk.target)
+
+
+def test_falls_back_to_load_digits_without_the_csv(monkeypatch, digits):
+    monkeypatch.setattr(digits_mod, "_read_digits_csv", lambda: None)
+    digits_mod._digits_numpy.cache_clear()
+    try:
+        assert _sha(load_dataset("digits")) == GOLDEN_SHA256
+    finally:
+        digits_mod._digits_numpy.cache_clear()
 
 
 def test_arrays_are_frozen(digits):
