@@ -209,6 +209,8 @@ class Plan:
             "seed": seed,
             "mode": self.data.get("mode", "reference"),
             "precision": self.data.get("precision", "fp32"),
+            "channels_last": self.data.get("channels_last", "auto"),
+            "compile": self.data.get("compile", "auto"),
             "teacher_cache": "auto" if self.use_teacher_cache else "off",
             "teacher": (NO_TEACHER if teacher == NO_TEACHER else
                         {"name": teacher, "checkpoint": teacher_model_path(self.dataset, teacher),
@@ -249,6 +251,8 @@ class Plan:
             "solver": _merge(self.data.get("solver", {}), spec.get("solver")),
             "seed": spec.get("seed", 0), "mode": self.data.get("mode", "reference"),
             "precision": self.data.get("precision", "fp32"),
+            "channels_last": self.data.get("channels_last", "auto"),
+            "compile": self.data.get("compile", "auto"),
         })
 
     def teachers_used(self) -> list[str]:

@@ -232,6 +232,8 @@ class CRD(Distiller):
     name = "crd"
     summary = ("CRD: CE + 0.8·NCE(128-d embeds, K=16384 other-class negatives, τ=0.07); "
                "optional KD/DKD terms")
+    #: the contrast head reads the teacher's pooled feature, the optional KD/DKD terms its logits
+    cache_needs = frozenset({"logits", "pooled_feat"})
     defaults = {
         "ce_weight": 1.0, "crd_weight": 0.8,
         "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_momentum": 0.5,

@@ -46,6 +46,7 @@ def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 class DKD(Distiller):
     name = "dkd"
     summary = "Decoupled KD: CE + min(epoch/20,1)·(α·TCKD + β·NCKD), α=1, β=8, T=4"
+    cache_needs = frozenset({"logits"})
     defaults = {"ce_weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup": 20}
 
     def __init__(self, student, teacher, settings, ctx):

@@ -74,6 +74,8 @@ class TeKAP(Distiller):
     name = "tekap"
     summary = ("TeKAP: KD + CRD towards the teacher and noise-perturbed copies of its logits "
                "(0.9z+0.1ε) and pooled feature; variant official|angularkd")
+    #: logit terms read the teacher's logits, feature terms its pooled feature
+    cache_needs = frozenset({"logits", "pooled_feat"})
     defaults = {
         "variant": "official", "level": "both",
         "ce_weight": 1.0, "logit_weight": 1.0, "feat_weight": 0.8,

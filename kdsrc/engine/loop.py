@@ -9,10 +9,8 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +19,10 @@ from typing import Any
 import torch
 
 from ..cache import open_run_cache
-from ..config import config_hash, resolve_run_config
-from ..data import DeviceLoader, load_dataset
+from ..config import config_hash, resolve_run_config, uses_channels_last, uses_compile
+from ..data import DatasetArrays, DeviceLoader, load_dataset
 from ..distillers import DistillContext, StepState, build_distiller, get_method
-from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..errors import CheckpointError, ConfigError
 from ..models import build_model, feature_dims, load_teacher
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .metrics import evaluate, topk_correct
@@ -32,6 +30,7 @@ from .progress import Progress
 from .record import device_name, git_rev, versions
 from .schedule import learning_rate
 from .seeding import rng_state, seed_everything, set_rng_state
+from .step import autocast_for, train_step
 
 RESUME_FORMAT = "kdsrc-resume/1"
 
@@ -98,16 +97,74 @@ def _load_resume(path: Path, chash: str) -> dict[str, Any]:
     return state
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16" and device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return None
+@dataclass
+class RunParts:
+    """What a run trains: the distiller (student, teacher, extra modules) on its device, its
+    optimizer, and the teacher cache it reads (None: the teacher runs on every batch)."""
+
+    distiller: Any
+    optimizer: torch.optim.Optimizer
+    teacher_cache: Any
+    cache_note: str
+    cache_views: int | None
+
+
+def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
+              train_loader: DeviceLoader, *, use_cache: bool = True) -> RunParts:
+    """Build a resolved run config's models, distiller and optimizer, in the order (and so from
+    the RNG draws) of :func:`train`: seed first, then call this. ``use_cache=False`` never opens
+    a teacher cache (the reference path of the benchmark and the parity test). A multi-view
+    cache restricts ``train_loader`` to its fixed views."""
+    solver = cfg["solver"]
+    size = int(data.train_x.shape[-1])
+    student = build_model(cfg["student"], num_classes=data.num_classes)
+    teacher = None
+    if cfg["teacher"] is not None:
+        ckpt = cfg["teacher"]["checkpoint"]
+        if not ckpt:
+            raise ConfigError("teacher.checkpoint: missing (path to the teacher's weights)")
+        teacher = load_teacher(cfg["teacher"]["name"], ckpt, num_classes=data.num_classes)
+    method = dict(cfg["method"])
+    teacher_cache, cache_note = None, "not asked for"
+    if use_cache:
+        teacher_cache, cache_note = open_run_cache(
+            cfg, method=method["name"], needs=get_method(method["name"]).cache_needs,
+            teacher=teacher, data=data, device=device)
+    cache_views = None
+    if teacher_cache is not None and teacher_cache.variants is not None:
+        # multi-view scheme: the student trains on the cache's K fixed views per image only
+        cache_views = int(teacher_cache.variants.shape[1])
+        train_loader.set_fixed_variants(teacher_cache.variants)
+    ctx = DistillContext(num_classes=data.num_classes, num_train=int(data.train_y.numel()),
+                         epochs=solver["epochs"], device=device, train_labels=train_loader.labels,
+                         train_images=train_loader.images, mean=data.mean, std=data.std,
+                         pad=data.pad, flip=data.flip, image_size=size,
+                         student_dims=feature_dims(student, size),
+                         teacher_dims=feature_dims(teacher, size) if teacher is not None else {},
+                         teacher_cache=teacher_cache)
+    distiller = build_distiller(method.pop("name"), student, teacher, method, ctx)
+    distiller.to(device)
+    if uses_channels_last(cfg):
+        distiller.to(memory_format=torch.channels_last)
+    if uses_compile(cfg, device.type):
+        # in place (nn.Module.compile): parameter names, and so checkpoints, stay the same
+        distiller.student.compile()
+        if teacher is not None and teacher_cache is None:
+            teacher.compile()
+    optimizer = torch.optim.SGD(distiller.trainable_parameters(), lr=solver["lr"],
+                                momentum=solver["momentum"], weight_decay=solver["weight_decay"],
+                                nesterov=solver["nesterov"])
+    return RunParts(distiller, optimizer, teacher_cache, cache_note, cache_views)
 
 
 def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device = "auto",
           data_root: str | Path = "data", download: bool = False, resume: bool = True,
-          progress: Progress | None = None, method_label: str | None = None) -> dict[str, Any]:
+          progress: Progress | None = None, method_label: str | None = None,
+          arrays: DatasetArrays | None = None) -> dict[str, Any]:
     """Train one run; return its eval record (also written to ``paths.eval_json``).
+
+    ``arrays``: train and test on these arrays instead of loading ``config["dataset"]`` (whose
+    name they must carry), e.g. the benchmark's synthetic CIFAR-100-format set.
 
     ``method_label`` names the method in the record (the pipeline passes the plan's method
     entry, e.g. ``angularkd_crd``; default: the kdsrc method name). The kdsrc method is always
@@ -117,7 +174,7 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     chash = config_hash(cfg)
     progress = progress or Progress()
     dev = resolve_device(device)
-    autocast = _autocast(dev, cfg["precision"])
+    autocast = autocast_for(dev, cfg["precision"])
     precision = "bf16" if autocast else "fp32"
     if cfg["precision"] == "bf16" and not autocast:
         progress.line("precision bf16 asked for, but autocast is CUDA-only here: running fp32")
@@ -125,49 +182,27 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
         progress.line(f"no GPU in use: running on the CPU ({torch.get_num_threads()} threads)")
 
     seeds = seed_everything(cfg["seed"])
-    data = load_dataset(cfg["dataset"], root=data_root, download=download)
+    if arrays is None:
+        data = load_dataset(cfg["dataset"], root=data_root, download=download)
+    elif arrays.name != cfg["dataset"]:
+        raise ConfigError(f"dataset: the run config says {cfg['dataset']!r}, the arrays given "
+                          f"are {arrays.name!r}")
+    else:
+        data = arrays
     solver = cfg["solver"]
-    channels_last = cfg["mode"] == "fast" and dev.type == "cuda"
+    channels_last = uses_channels_last(cfg)
     train_loader = DeviceLoader.from_arrays(data, "train", batch_size=solver["batch_size"],
                                             device=dev, seed=cfg["seed"],
                                             channels_last=channels_last)
     test_loader = DeviceLoader.from_arrays(data, "test", batch_size=solver["eval_batch_size"],
                                            device=dev, channels_last=channels_last)
 
-    student = build_model(cfg["student"], num_classes=data.num_classes)
-    teacher = None
-    if cfg["teacher"] is not None:
-        ckpt = cfg["teacher"]["checkpoint"]
-        if not ckpt:
-            raise ConfigError("teacher.checkpoint: missing (path to the teacher's weights)")
-        teacher = load_teacher(cfg["teacher"]["name"], ckpt, num_classes=data.num_classes)
-    method = dict(cfg["method"])
-    teacher_cache, cache_note = open_run_cache(
-        cfg, method=method["name"], needs=get_method(method["name"]).cache_needs,
-        teacher=teacher, data=data, device=dev)
-    cache_views = None
-    if teacher_cache is not None and teacher_cache.variants is not None:
-        # multi-view scheme: the student trains on the cache's K fixed views per image only
-        cache_views = int(teacher_cache.variants.shape[1])
-        train_loader.set_fixed_variants(teacher_cache.variants)
-    if teacher is not None:
+    parts = build_run(cfg, data, dev, train_loader)
+    distiller, optimizer = parts.distiller, parts.optimizer
+    teacher_cache, cache_views = parts.teacher_cache, parts.cache_views
+    if distiller.teacher is not None:
         progress.line(f"teacher cache: {'used' if teacher_cache is not None else 'not used'} "
-                      f"({cache_note})")
-    ctx = DistillContext(num_classes=data.num_classes, num_train=int(data.train_y.numel()),
-                         epochs=solver["epochs"], device=dev, train_labels=train_loader.labels,
-                         train_images=train_loader.images, mean=data.mean, std=data.std,
-                         pad=data.pad, flip=data.flip, image_size=data.train_x.shape[-1],
-                         student_dims=feature_dims(student, data.train_x.shape[-1]),
-                         teacher_dims=(feature_dims(teacher, data.train_x.shape[-1])
-                                       if teacher is not None else {}),
-                         teacher_cache=teacher_cache)
-    distiller = build_distiller(method.pop("name"), student, teacher, method, ctx)
-    distiller.to(dev)
-    if channels_last:
-        distiller.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(distiller.trainable_parameters(), lr=solver["lr"],
-                                momentum=solver["momentum"], weight_decay=solver["weight_decay"],
-                                nesterov=solver["nesterov"])
+                      f"({parts.cache_note})")
 
     start_epoch, history = 1, []
     best = {"top1": -1.0, "top5": 0.0, "epoch": 0}
@@ -202,20 +237,9 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
         total_sum = 0.0
         for i, batch in enumerate(train_loader, 1):
             state_ = StepState(epoch=epoch, step=(epoch - 1) * steps_per_epoch + i, epochs=epochs)
-            ctx_mgr = autocast() if autocast else contextlib.nullcontext()
-            with ctx_mgr:
-                logits, losses = distiller.forward_train(batch.x, batch.y, batch, state_)
-            total = sum(v.float() for v in losses.values())
-            loss_value = float(total.detach())
-            if not math.isfinite(loss_value):
-                bad = next((k for k, v in losses.items() if not torch.isfinite(v).all()), "total")
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {i} of {steps_per_epoch}: "
-                    f"{bad} = {float(losses.get(bad, total).detach())}; lower the learning rate or check "
-                    f"the method's weights")
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
+            logits, losses, loss_value = train_step(distiller, optimizer, batch, state_,
+                                                    autocast=autocast,
+                                                    steps_per_epoch=steps_per_epoch)
             n = batch.y.numel()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * n

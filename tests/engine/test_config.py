@@ -1,6 +1,7 @@
 import pytest
 
-from kdsrc.config import apply_overrides, config_hash, resolve_run_config
+from kdsrc.config import (apply_overrides, config_hash, resolve_run_config, uses_channels_last,
+                          uses_compile)
 from kdsrc.errors import ConfigError, UnknownNameError
 
 BASE = {"dataset": "digits", "student": "resnet8", "method": "vanilla"}
@@ -42,6 +43,8 @@ def test_kd_defaults_and_override():
     ({**BASE, "seed": -1}, "seed"),
     ({**BASE, "mode": "turbo"}, "mode: expected one of reference, fast"),
     ({**BASE, "colour": 1}, "colour: unknown key"),
+    ({**BASE, "channels_last": True}, "channels_last: expected one of auto, on, off"),
+    ({**BASE, "compile": "max"}, "compile: expected one of auto, on, off"),
     ({**BASE, "method": {"name": "kd", "temprature": 4}, "teacher": "resnet8"},
      "method.temprature: unknown setting"),
     ({**BASE, "method": {"name": "kd", "temperature": "hot"}, "teacher": "resnet8"},
@@ -70,6 +73,27 @@ def test_hash_is_stable_and_ignores_checkpoint_location():
                             "teacher": {"name": "resnet20", "checkpoint": "a/model.pt"}})
     assert config_hash(a) == config_hash(b) != config_hash(c)
     assert len(config_hash(a)) == 64
+
+
+def test_auto_switches_follow_the_mode_and_stay_out_of_the_hash():
+    ref = resolve_run_config(BASE)
+    fast = resolve_run_config({**BASE, "mode": "fast"})
+    assert (ref["channels_last"], ref["compile"]) == ("auto", "auto")
+    assert not uses_channels_last(ref) and uses_channels_last(fast)
+    assert not uses_compile(ref, "cuda") and uses_compile(fast, "cuda")
+    assert not uses_compile(fast, "cpu")  # the compile time does not pay on a CPU
+    off = resolve_run_config({**BASE, "mode": "fast", "channels_last": "off", "compile": "off"})
+    on = resolve_run_config({**BASE, "channels_last": "on", "compile": "on"})
+    assert not uses_channels_last(off) and not uses_compile(off, "cuda")
+    assert uses_channels_last(on) and uses_compile(on, "cpu")
+    # "auto" adds nothing to what `mode` says: configs written before the switches existed
+    # keep their hash; an explicit value is part of the run's identity
+    assert config_hash(ref) == config_hash({k: v for k, v in ref.items()
+                                            if k not in ("channels_last", "compile")})
+    assert config_hash(ref) == "be75374e16f910892790df92e43f396e5825913e92897daf6300f3af2eaedb7f"
+    assert config_hash(on) != config_hash(ref)
+    assert config_hash(resolve_run_config({**BASE, "mode": "fast", "channels_last": "on"})) != \
+        config_hash(fast)
 
 
 def test_overrides():
