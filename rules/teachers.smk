@@ -34,7 +34,8 @@ rule pretrain_teacher:
         jobs_per_gpu=JOBS_PER_GPU,
     resources:
         gpu=1,
-    threads: 1
+    # usually alone (every distill job waits for it): both cores of a small CPU box
+    threads: 2
     log:
         "logs/pretrain_teacher/{dataset}/{teacher}.log",
     benchmark:
