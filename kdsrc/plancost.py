@@ -117,8 +117,10 @@ def format_estimate(est: dict[str, Any], gpus: int = 1) -> str:
 
 
 def load_measured(path: str | Path) -> dict[str, Any]:
-    """An anchor from a benchmark JSON (``benchmarks/throughput.py --out``)."""
+    """An anchor from a benchmark JSON (``benchmarks/throughput.py --out``: its ``anchor``, the
+    reference loop's KD throughput) or a flat mapping with the same fields."""
     data = json.loads(Path(path).read_text())
+    data = data.get("anchor", data)
     return {"teacher": data["teacher"], "student": data["student"], "method": data["method"],
             "samples_per_s": float(data["samples_per_s"]),
             "source": f"measured: {path} ({data.get('device', 'unknown device')}, "

@@ -1,0 +1,422 @@
+#!/usr/bin/env python
+"""Side-by-side training throughput: the official code's loop vs kdsrc's fast mode.
+
+Measured in one process, on one device, for KD and for Angular-KD on CRD (the paper plan's `kd`
+and `angularkd_crd` entries), resnet32x4 -> resnet8x4:
+
+  reference  the official code's loop: torchvision DataLoader over PIL images (RandomCrop +
+             RandomHorizontalFlip + ToTensor + Normalize), 2 worker processes, fp32, contiguous
+             memory format, the teacher run on every batch;
+  fast       kdsrc.engine.train in `mode: fast`: device-resident uint8 data with per-sample
+             crop/flip on the device, channels_last, bf16 autocast on CUDA (losses in fp32),
+             and the exact teacher cache (all 162 crop/flip variants), so no teacher forward.
+
+Both use the same distiller code and step (kdsrc.engine.step.train_step): only the data path,
+the memory format / precision and the teacher cache differ. Samples/s are taken from
+consecutive steps inside an epoch after a warm-up, so worker start-up, evaluation and
+checkpoints between epochs are not counted on either side. The cache's one-off build is timed
+separately and reported with its cost relative to one run's teacher forwards.
+
+Also reported: the paper plan's dry run (`snakemake -n`) and the regeneration of all its tables
+and figures from eval records (`snakemake tables` on synthetic records of every paper run).
+
+Data: CIFAR-100 from --data-root when its files are there, else a synthetic set in CIFAR-100's
+format (random uint8 images, 100 classes; throughput does not depend on pixel values). Weights
+are random unless --teacher-checkpoint names a published resnet32x4 checkpoint.
+
+Sizes: `--size gpu` (default with CUDA) uses 50,000 training images and CRD's K = 16,384;
+`--size cpu` is reduced (64 images in batches of 32, K = 32: the exact cache of 50,000 images
+would take ~50 hours of CPU teacher forwards, of 64 images ~4 minutes). Targets:
+fast/reference >= 2.5x on CPU, >= 10x on a GPU.
+
+    python benchmarks/throughput.py                      # auto device, JSON to benchmarks/results/
+    python benchmarks/throughput.py --size cpu --methods kd --skip-pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from kdsrc.cache import build_teacher_cache  # noqa: E402
+from kdsrc.config import resolve_run_config  # noqa: E402
+from kdsrc.data import DatasetArrays, DeviceLoader, load_dataset  # noqa: E402
+from kdsrc.data.reference_loader import ReferenceLoader  # noqa: E402
+from kdsrc.distillers import StepState  # noqa: E402
+from kdsrc.engine import Progress, RunPaths, learning_rate, resolve_device, train  # noqa: E402
+from kdsrc.engine.loop import build_run  # noqa: E402
+from kdsrc.engine.record import device_name, versions  # noqa: E402
+from kdsrc.engine.seeding import seed_everything  # noqa: E402
+from kdsrc.engine.step import train_step  # noqa: E402
+from kdsrc.errors import KdsrcError  # noqa: E402
+from kdsrc.models import build_model  # noqa: E402
+from kdsrc.plan import eval_csv_path, eval_json_path, load_plan  # noqa: E402
+
+TEACHER, STUDENT = "resnet32x4", "resnet8x4"
+METHODS = ("kd", "angularkd_crd")   # entries of config/plans/paper.yaml
+SIZES = {
+    "cpu": {"n_train": 64, "batch_size": 32, "nce_k": 32, "warmup": 2, "steps": 10},
+    "gpu": {"n_train": 50_000, "batch_size": 64, "nce_k": 16_384, "warmup": 30, "steps": 200},
+}
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+TARGET = {"cpu": 2.5, "cuda": 10.0}
+
+
+class _Enough(Exception):
+    """Raised from the progress hook once the fast run has made its measured steps."""
+
+
+class StepClock(Progress):
+    """Timestamps every training step the engine reports (the engine reads the loss back after
+    each step, so a step has finished on the device when it is reported); stops the run once
+    ``steps`` intervals inside epochs have been timed after ``warmup`` steps."""
+
+    def __init__(self, warmup: int, steps: int):
+        super().__init__(enabled=False)
+        self.warmup, self.steps = warmup, steps
+        self.stamps: list[tuple[int, float]] = []   # (epoch, time)
+        self.timed = 0
+
+    def step(self, epoch, epochs, step, steps, loss):
+        self.stamps.append((epoch, time.perf_counter()))
+        n = len(self.stamps)
+        if n > max(1, self.warmup) and self.stamps[-2][0] == epoch:
+            self.timed += 1
+        if self.timed >= self.steps:
+            raise _Enough
+
+    def line(self, text):
+        pass
+
+
+def step_intervals(stamps: list[tuple[int, float]], warmup: int) -> list[float]:
+    """Durations between consecutive steps of the same epoch, after ``warmup`` steps."""
+    out = []
+    for i in range(max(1, warmup), len(stamps)):
+        (e0, t0), (e1, t1) = stamps[i - 1], stamps[i]
+        if e0 == e1:
+            out.append(t1 - t0)
+    return out
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- data and teacher ------------------------------------------------------------------------
+def benchmark_data(data_root: str, n_train: int, seed: int = 0) -> tuple[DatasetArrays, str]:
+    try:
+        d = load_dataset("cifar100", root=data_root, download=False)
+        source = f"CIFAR-100 from {data_root}"
+    except KdsrcError:
+        g = np.random.default_rng(seed)
+        n = max(n_train, 1)
+        d = DatasetArrays(
+            name="cifar100",
+            train_x=torch.from_numpy(g.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)),
+            train_y=torch.from_numpy(g.integers(0, 100, n, dtype=np.int64)),
+            test_x=torch.from_numpy(g.integers(0, 256, (256, 3, 32, 32), dtype=np.uint8)),
+            test_y=torch.from_numpy(g.integers(0, 100, 256, dtype=np.int64)),
+            num_classes=100, mean=CIFAR100_MEAN, std=CIFAR100_STD, pad=4, flip=True)
+        source = "synthetic, CIFAR-100 format (no CIFAR-100 under the data root)"
+    if d.num_train > n_train:
+        d = replace(d, train_x=d.train_x[:n_train].clone(), train_y=d.train_y[:n_train].clone())
+    return d, source
+
+
+def teacher_checkpoint(path: str | None, work: Path) -> tuple[str, str]:
+    if path:
+        return path, f"checkpoint {path}"
+    torch.manual_seed(0)
+    out = work / "teacher_random.pt"
+    torch.save({"model": build_model(TEACHER, num_classes=100).state_dict()}, out)
+    return str(out), "random weights (throughput does not depend on them)"
+
+
+def build_cache(ckpt: str, data: DatasetArrays, work: Path, device: torch.device) -> dict:
+    from kdsrc.models import load_teacher
+
+    teacher = load_teacher(TEACHER, ckpt, num_classes=100)
+    out = work / "cache"
+    n_forwards = data.num_train * (2 * data.pad + 1) ** 2 * (2 if data.flip else 1)
+    say(f"building the exact teacher cache: {data.num_train} images x 162 variants "
+        f"({n_forwards:,} teacher forwards) on {device_name(device)}")
+    _sync(device)
+    t0 = time.perf_counter()
+    build_teacher_cache(teacher, data, out, device=device, store_pooled=True,
+                        teacher_name=TEACHER, batch_size=1024 if device.type == "cuda" else 256)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    rate = n_forwards / seconds
+    full = 50_000 * 162 / rate
+    return {"path": out, "build_s": round(seconds, 2), "teacher_forwards": n_forwards,
+            "teacher_forwards_per_s": round(rate, 1),
+            "cifar100_build_s_estimate": round(full, 1),
+            "note": ("one build per teacher serves every student, method and seed; its 162 "
+                     "forwards per image equal 0.675 of the 240 that one reference run makes")}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- the two loops ---------------------------------------------------------------------------
+def run_config(method: str, ckpt: str, cache: str | None, nce_k: int, *, fast: bool,
+               device: torch.device, epochs: int, batch_size: int) -> dict:
+    """The paper plan's resnet32x4 -> resnet8x4 run config for ``method``, with the
+    benchmark's teacher, epochs and (reduced) K."""
+    cfg = load_plan("paper", config_dir=REPO / "config").run_config(TEACHER, STUDENT, method, 0)
+    cfg = json.loads(json.dumps(cfg))
+    m = cfg["method"]
+    if m["name"] == "crd" or m.get("base") == "crd":
+        target = m if m["name"] == "crd" else m.setdefault("base_settings", {})
+        target["nce_k"] = nce_k
+    cfg["teacher"] = {"name": TEACHER, "checkpoint": ckpt, **({"cache": cache} if cache else {})}
+    cfg["solver"] = dict(cfg["solver"], epochs=epochs, lr_decay_epochs=[], batch_size=batch_size)
+    cfg["mode"] = "fast" if fast else "reference"
+    cfg["precision"] = "bf16" if fast and device.type == "cuda" else "fp32"
+    cfg["teacher_cache"] = "auto" if fast else "off"
+    return resolve_run_config(cfg)
+
+
+def measure_reference(cfg: dict, data: DatasetArrays, device: torch.device, warmup: int,
+                      steps: int, workers: int) -> dict:
+    """The official loop: PIL DataLoader with workers, fp32, the teacher on every batch. The
+    images are the benchmark set repeated so that one epoch holds every measured step."""
+    batch = cfg["solver"]["batch_size"]
+    need = batch * (warmup + steps + 2)
+    reps = max(1, math.ceil(need / data.num_train))
+    tiled = replace(data, train_x=data.train_x.repeat(reps, 1, 1, 1),
+                    train_y=data.train_y.repeat(reps))
+    seed_everything(cfg["seed"])
+    anchor = DeviceLoader.from_arrays(tiled, "train", batch_size=batch, device=device)
+    parts = build_run(cfg, tiled, device, anchor, use_cache=False)
+    loader = ReferenceLoader(tiled, batch_size=batch, workers=workers, device=device,
+                             seed=cfg["seed"])
+    loader.set_epoch(1)
+    for group in parts.optimizer.param_groups:
+        group["lr"] = learning_rate(1, cfg["solver"])
+    parts.distiller.train()
+    stamps = []
+    for i, b in enumerate(loader, 1):
+        train_step(parts.distiller, parts.optimizer, b,
+                   StepState(epoch=1, step=i, epochs=cfg["solver"]["epochs"]))
+        stamps.append((1, time.perf_counter()))
+        if len(stamps) >= warmup + steps + 1:
+            break
+    return _rate(stamps, warmup, batch, teacher_forward=True)
+
+
+def measure_fast(cfg: dict, data: DatasetArrays, device: torch.device, warmup: int,
+                 steps: int, work: Path) -> dict:
+    clock = StepClock(warmup, steps)
+    out = work / f"fast_{cfg['method']['name']}"
+    shutil.rmtree(out, ignore_errors=True)
+    with contextlib.suppress(_Enough):
+        train(cfg, RunPaths.in_dir(out), device=device, progress=clock, resume=False,
+              arrays=data)
+    res = _rate(clock.stamps, warmup, cfg["solver"]["batch_size"], teacher_forward=False)
+    return res
+
+
+def _rate(stamps, warmup, batch, *, teacher_forward: bool) -> dict:
+    iv = step_intervals(stamps, warmup)
+    if not iv:
+        raise SystemExit("benchmark: no step intervals measured (more --steps or --n-train)")
+    med = statistics.median(iv)
+    return {"samples_per_s": round(batch / med, 2), "ms_per_step_median": round(1e3 * med, 3),
+            "ms_per_step_mean": round(1e3 * statistics.fmean(iv), 3), "steps_timed": len(iv),
+            "teacher_forward_per_step": teacher_forward}
+
+
+# -- pipeline timings ------------------------------------------------------------------------
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def pipeline_copy(work: Path) -> Path:
+    dst = work / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if f.startswith(("results/", "logs/", "tests/", "benchmarks/")) or not (REPO / f).is_file():
+            continue
+        (dst / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, dst / f)
+    (dst / "config/config.yaml").write_text("plan: paper\n")
+    return dst
+
+
+def synthetic_records(repo: Path) -> int:
+    """Eval records and per-epoch logs for every run and teacher of the paper plan."""
+    plan = load_plan("paper", config_dir=repo / "config")
+    g = np.random.default_rng(0)
+    runs = plan.runs
+    for run in runs:
+        top1 = float(np.round(60 + 15 * g.random(), 2))
+        epochs = int(run.config["solver"]["epochs"])
+        rec = {"dataset": run.dataset, "teacher": run.teacher, "student": run.student,
+               "method": run.method, "seed": run.seed, "top1_best": top1, "top1_last": top1 - 0.2,
+               "top5_best": 90.0, "top5_last": 89.8, "epochs": epochs}
+        p = repo / eval_json_path(run)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(rec))
+        rows = ["epoch,lr,train_loss,train_top1,test_top1,test_top5,test_loss,epoch_s"]
+        rows += [f"{e},0.05,{3 / e:.4f},{min(99.0, e / 2):.2f},{top1 * e / epochs:.2f},90,"
+                 f"{2.5 / e:.4f},30" for e in range(1, epochs + 1)]
+        (repo / eval_csv_path(run)).write_text("\n".join(rows) + "\n")
+    for t in plan.teachers_used():
+        p = repo / f"results/eval/teachers/{plan.dataset}/{t}.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        published = plan.teachers[t].get("published_top1")
+        p.write_text(json.dumps({"dataset": plan.dataset, "teacher": t, "model": t,
+                                 "top1": 75.0, "top5": 93.0, "source": "benchmark",
+                                 "published_top1": published, "delta": None}))
+    return len(runs)
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if p.returncode:
+        raise SystemExit(f"benchmark: {' '.join(cmd)} failed:\n{(p.stdout + p.stderr)[-3000:]}")
+    return seconds, p.stdout + p.stderr
+
+
+def measure_pipeline(work: Path) -> dict:
+    repo = pipeline_copy(work)
+    say("paper plan: dry run (snakemake -n --cores all --resources gpu=4) ...")
+    dry = [SNAKEMAKE + ["-n", "--cores", "all", "--resources", "gpu=4"] for _ in range(3)]
+    dry_s = [timed(c, repo)[0] for c in dry]
+    n = synthetic_records(repo)
+    say(f"paper plan: tables and figures from {n} synthetic eval records (snakemake tables) ...")
+    tables = SNAKEMAKE + ["tables", "--cores", "all", "--rerun-triggers", "mtime", "params",
+                          "input"]
+    tables_s, log = timed(tables, repo)
+    trained = re.findall(r"^(distill|pretrain_\w+|fetch_teachers|evaluate_teacher)\s+\d+$", log,
+                         re.M)
+    if trained:
+        raise SystemExit(f"benchmark: `snakemake tables` scheduled {trained} jobs:\n{log[-3000:]}")
+    made = sorted(p.name for p in (repo / "results/tables").glob("*.tex"))
+    return {"paper_dry_run_s": round(statistics.median(dry_s), 2),
+            "paper_dry_run_s_all": [round(s, 2) for s in dry_s],
+            "paper_tables_s": round(tables_s, 2), "paper_tables_from_records": n,
+            "paper_tables_built": made, "targets_s": {"dry_run": 5.0, "tables": 5.0}}
+
+
+# -- main ------------------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Writes a JSON (default benchmarks/results/throughput-<device>.json) and prints "
+               "every figure with the fast/reference ratio.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    ap.add_argument("--size", choices=sorted(SIZES), help="default: gpu on CUDA, else cpu")
+    ap.add_argument("--n-train", type=int, help="training images (default: by --size)")
+    ap.add_argument("--nce-k", type=int, help="CRD negatives (default: by --size)")
+    ap.add_argument("--warmup", type=int, help="steps not timed (default: by --size)")
+    ap.add_argument("--steps", type=int, help="timed steps (default: by --size)")
+    ap.add_argument("--workers", type=int, default=2, help="reference DataLoader workers (2)")
+    ap.add_argument("--batch-size", type=int, help="batch size (default: by --size; 64 is "
+                                                   "the recipe's)")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"paper plan method entries (default {','.join(METHODS)})")
+    ap.add_argument("--data-root", default="data", help="where CIFAR-100 is, if it is")
+    ap.add_argument("--teacher-checkpoint", help="a resnet32x4 checkpoint (default: random)")
+    ap.add_argument("--skip-pipeline", action="store_true",
+                    help="no dry-run / tables timings")
+    ap.add_argument("--out", help="JSON path")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except KdsrcError as e:
+        raise SystemExit(f"benchmark: {e}") from None
+    size = args.size or ("gpu" if device.type == "cuda" else "cpu")
+    p = dict(SIZES[size])
+    for k in p:
+        if getattr(args, k, None) is not None:
+            p[k] = getattr(args, k)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    out = Path(args.out or REPO / "benchmarks" / "results" / f"throughput-{device.type}.json")
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    say(f"device: {device_name(device)}; size {size}: {p}")
+    result = {"device": device_name(device), "device_type": device.type, "size": size,
+              "params": p, "workers": args.workers, "batch_size": p["batch_size"], "host": platform.node(),
+              "cpu_threads": torch.get_num_threads(), "versions": versions(),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"), "methods": {}}
+    with tempfile.TemporaryDirectory(prefix="kdsrc-bench-") as tmp:
+        work = Path(tmp)
+        data, source = benchmark_data(args.data_root, p["n_train"])
+        ckpt, teacher_src = teacher_checkpoint(args.teacher_checkpoint, work)
+        result.update(data=source, n_train=data.num_train, teacher=teacher_src)
+        result["cache"] = build_cache(ckpt, data, work, device)
+        cache_dir = result["cache"].pop("path")
+        steps_per_epoch = math.ceil(data.num_train / p["batch_size"])
+        for method in methods:
+            need = p["warmup"] + p["steps"] + 1
+            per_epoch_timed = max(1, steps_per_epoch - 1)
+            epochs = max(2, math.ceil(need * 1.5 / per_epoch_timed) + 1)
+            ref_cfg = run_config(method, ckpt, None, p["nce_k"], fast=False, device=device,
+                                 epochs=epochs, batch_size=p["batch_size"])
+            fast_cfg = run_config(method, ckpt, str(cache_dir), p["nce_k"], fast=True,
+                                  device=device, epochs=epochs, batch_size=p["batch_size"])
+            say(f"{method}: reference loop ...")
+            ref = measure_reference(ref_cfg, data, device, p["warmup"], p["steps"], args.workers)
+            say(f"{method}: fast mode ...")
+            fast = measure_fast(fast_cfg, data, device, p["warmup"], p["steps"], work)
+            ratio = fast["samples_per_s"] / ref["samples_per_s"]
+            result["methods"][method] = {"reference": ref, "fast": fast,
+                                         "ratio": round(ratio, 2),
+                                         "fast_config": {k: fast_cfg[k] for k in (
+                                             "mode", "precision", "channels_last",
+                                             "teacher_cache")}}
+            say(f"{method}: reference {ref['samples_per_s']:.1f} samples/s, fast "
+                f"{fast['samples_per_s']:.1f} samples/s, ratio {ratio:.2f}x "
+                f"(target >= {TARGET.get(device.type, 10.0)}x)")
+        if "kd" in result["methods"]:
+            # the plan-cost anchor (kdsrc plan-cost --measured): the official loop's KD speed
+            result["anchor"] = {"teacher": TEACHER, "student": STUDENT, "method": "kd",
+                                "samples_per_s": result["methods"]["kd"]["reference"]["samples_per_s"],
+                                "device": result["device"], "mode": "reference"}
+        if not args.skip_pipeline:
+            result["pipeline"] = measure_pipeline(work)
+            pl = result["pipeline"]
+            say(f"paper plan dry run: {pl['paper_dry_run_s']:.2f} s (target < 5 s); tables and "
+                f"figures from {pl['paper_tables_from_records']} eval records: "
+                f"{pl['paper_tables_s']:.2f} s (target < 5 s)")
+    result["target_ratio"] = TARGET.get(device.type, 10.0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    say(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

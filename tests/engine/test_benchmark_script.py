@@ -1,0 +1,70 @@
+"""benchmarks/throughput.py: its step timing, and a tiny end-to-end run on the CPU (the figures
+themselves come from running the script, never from a test)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("kdsrc_throughput_bench", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_only_steps_inside_one_epoch_are_timed(bench):
+    stamps = [(1, 0.0), (1, 1.0), (1, 3.0), (2, 10.0), (2, 10.5), (3, 20.0), (3, 20.25)]
+    assert bench.step_intervals(stamps, warmup=1) == [1.0, 2.0, 0.5, 0.25]
+    assert bench.step_intervals(stamps, warmup=3) == [0.5, 0.25]
+
+
+def test_run_configs_come_from_the_paper_plan(bench):
+    import torch
+
+    cfg = bench.run_config("angularkd_crd", "t.pt", "cache", 32, fast=True,
+                           device=torch.device("cpu"), epochs=3, batch_size=16)
+    assert cfg["method"]["name"] == "angularkd" and cfg["method"]["base"] == "crd"
+    assert cfg["method"]["base_settings"]["nce_k"] == 32
+    assert cfg["method"]["base_settings"]["kd_weight"] == 1.0      # the paper plan's entry
+    assert (cfg["mode"], cfg["precision"], cfg["teacher_cache"]) == ("fast", "fp32", "auto")
+    assert cfg["solver"]["epochs"] == 3 and cfg["solver"]["batch_size"] == 16
+    ref = bench.run_config("kd", "t.pt", None, 32, fast=False, device=torch.device("cpu"),
+                           epochs=3, batch_size=16)
+    assert (ref["mode"], ref["teacher_cache"], ref["channels_last"]) == ("reference", "off", "auto")
+
+
+@pytest.mark.slow
+def test_tiny_cpu_run_writes_the_json(tmp_path, child_env):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--size", "cpu", "--n-train", "24",
+         "--batch-size", "8", "--nce-k", "8", "--warmup", "1", "--steps", "3", "--workers", "1",
+         "--skip-pipeline", "--out", str(out)],
+        cwd=tmp_path, env=child_env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["device_type"] == "cpu" and res["n_train"] == 24 and res["batch_size"] == 8
+    assert res["cache"]["teacher_forwards"] == 24 * 162
+    for method in ("kd", "angularkd_crd"):
+        m = res["methods"][method]
+        assert m["reference"]["teacher_forward_per_step"] is True
+        assert m["fast"]["teacher_forward_per_step"] is False
+        assert m["fast"]["steps_timed"] >= 3 and m["reference"]["steps_timed"] >= 3
+        assert m["ratio"] == pytest.approx(m["fast"]["samples_per_s"] /
+                                           m["reference"]["samples_per_s"], rel=0.01)
+        assert f"{method}: reference" in proc.stdout and "ratio" in proc.stdout
+    assert res["anchor"]["method"] == "kd" and res["anchor"]["samples_per_s"] > 0
+    # the JSON is a plan-cost anchor
+    from kdsrc.plancost import load_measured
+    assert load_measured(out)["samples_per_s"] == res["anchor"]["samples_per_s"]
