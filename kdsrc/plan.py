@@ -14,6 +14,8 @@ the plan is the single source of truth for the DAG's contents.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from .atomicio import atomic_write_text
 from .config import config_hash, resolve_run_config
 from .errors import ConfigError
 
@@ -40,6 +43,8 @@ class Run:
     method: str
     seed: int
     config: dict[str, Any] = field(compare=False, hash=False)
+    #: whether the method loads Angular-KD views pretrained by the pipeline (stage 1)
+    pretrained_views: bool = field(default=False, compare=False)
 
     @property
     def wildcards(self) -> dict[str, str]:
@@ -56,12 +61,16 @@ class Run:
 
     @property
     def needs_pretrained_views(self) -> bool:
-        from .distillers import get_method
+        return self.pretrained_views
 
-        method = dict(self.config["method"])
-        cls = get_method(method.pop("name"))
-        check = getattr(cls, "needs_pretrained_views", None)
-        return bool(check(method)) if callable(check) else False
+
+def _needs_pretrained_views(config: dict[str, Any]) -> bool:
+    from .distillers import get_method
+
+    method = dict(config["method"])
+    cls = get_method(method.pop("name"))
+    check = getattr(cls, "needs_pretrained_views", None)
+    return bool(check(method)) if callable(check) else False
 
 
 def _format_path(path) -> str:
@@ -106,12 +115,27 @@ class Plan:
     """A validated plan with its expanded runs."""
 
     def __init__(self, data: dict[str, Any], *, name: str = "plan",
-                 schema_path: str | Path = SCHEMA_PATH):
+                 schema_path: str | Path = SCHEMA_PATH, resolved: dict[str, Any] | None = None):
+        """``resolved``: :meth:`resolved` of this same plan, from a :func:`load_plan` cache (the
+        references were checked and every run resolved when it was written)."""
         validate_schema(data, schema_path, name=name)
         self.name = name
         self.data = data
-        self._check_references()
-        self.runs  # resolve every run now: a bad method setting fails before any job starts
+        self._teacher_configs: dict[str, dict[str, Any]] = {}
+        if resolved is not None:
+            self.__dict__["runs"] = [Run(**r) for r in resolved["runs"]]
+            self._teacher_configs = dict(resolved["teacher_configs"])
+        else:
+            self._check_references()
+            self.runs  # resolve every run now: a bad method setting fails before any job starts
+        self._by_key = {r.key: r for r in self.runs}
+
+    def resolved(self) -> dict[str, Any]:
+        """Every run and pretraining config, resolved: what a cache needs to rebuild the plan
+        without importing the methods (and torch)."""
+        return {"runs": [vars(r) for r in self.runs],
+                "teacher_configs": {t: self.teacher_config(t)
+                                    for t in self.teachers_with("pretrain")}}
 
     # -- plain accessors -------------------------------------------------------------------
     @property
@@ -232,19 +256,21 @@ class Plan:
                     t = NO_TEACHER if method == VANILLA else teacher
                     for seed in self.seeds:
                         cfg = self.run_config(t, student, method, seed)
-                        run = Run(self.dataset, t, student, method, seed, cfg)
+                        run = Run(self.dataset, t, student, method, seed, cfg,
+                                  _needs_pretrained_views(cfg))
                         runs.setdefault(run.key, run)
         return sorted(runs.values(), key=lambda r: r.key)
 
     def run(self, teacher: str, student: str, method: str, seed: int | str) -> Run:
         key = f"{self.dataset}/{teacher}/{student}/{method}/seed{seed}"
-        for r in self.runs:
-            if r.key == key:
-                return r
-        raise ConfigError(f"{self.name}: no run {key} in this plan")
+        if key not in self._by_key:
+            raise ConfigError(f"{self.name}: no run {key} in this plan")
+        return self._by_key[key]
 
     def teacher_config(self, teacher: str) -> dict[str, Any]:
         """Run config of a teacher's pretraining (method vanilla, teacher none)."""
+        if teacher in self._teacher_configs:
+            return copy.deepcopy(self._teacher_configs[teacher])
         spec = self.teachers[teacher]
         return resolve_run_config({
             "dataset": self.dataset, "student": teacher, "method": VANILLA, "teacher": NO_TEACHER,
@@ -283,6 +309,14 @@ class Plan:
                               "`runs` block schedules")
         return found
 
+    def table_spec(self, table: str) -> dict[str, Any]:
+        """A table's spec for kdsrc.report: pair groups resolved to explicit pairs, key order
+        kept (it is the column order)."""
+        spec = dict(self.tables[table])
+        if "pairs" in spec:
+            spec["pairs"] = [list(p) for p in self.expand_pairs(spec["pairs"])]
+        return spec
+
     def table_teachers(self, table: str) -> list[str]:
         spec = self.tables[table]
         if spec["kind"] == "teachers":
@@ -317,16 +351,60 @@ def views_path(run: Run) -> str:
     return f"results/views/{run.dataset}/{run.teacher}/{run.method}/seed{run.seed}.pt"
 
 
-def load_plan(name_or_path: str | Path, *, config_dir: str | Path = REPO_CONFIG) -> Plan:
-    """Load ``config/plans/<name>.yaml`` (or a path to a plan file) and validate it."""
+def load_plan(name_or_path: str | Path, *, config_dir: str | Path = REPO_CONFIG,
+              cache_dir: str | Path | None = None) -> Plan:
+    """Load ``config/plans/<name>.yaml`` (or a path to a plan file) and validate it.
+
+    ``cache_dir``: keep the resolved runs there (the Snakefile uses ``.snakemake/kdsrc-plans``),
+    keyed by the sha256 of the plan file, the schema and every source file of kdsrc. Resolving
+    the paper plan's 528 runs imports every method and torch (~3 s per Snakemake invocation);
+    a cache hit rebuilds the same :class:`Plan` without them. Any edit of the plan or of kdsrc
+    changes the key; a damaged cache file is ignored and rewritten.
+    """
     p = Path(name_or_path)
     if p.suffix not in (".yaml", ".yml"):
         p = Path(config_dir) / "plans" / f"{name_or_path}.yaml"
     if not p.exists():
         plans = sorted(x.stem for x in (Path(config_dir) / "plans").glob("*.yaml"))
         raise ConfigError(f"plan {str(name_or_path)!r} not found ({p}); plans: {', '.join(plans)}")
+    text = p.read_text()
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"plan {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return Plan(data, name=p.name, schema_path=Path(config_dir) / "schema" / "plan.schema.yaml")
+    schema = Path(config_dir) / "schema" / "plan.schema.yaml"
+    if cache_dir is None:
+        return Plan(data, name=p.name, schema_path=schema)
+    cache = Path(cache_dir) / f"{p.stem}-{_cache_key(text, schema)}.json"
+    if cache.is_file():
+        try:
+            resolved = json.loads(cache.read_text())
+        except ValueError:
+            resolved = None      # damaged: resolve again and rewrite it
+        if isinstance(resolved, dict):
+            try:
+                return Plan(data, name=p.name, schema_path=schema, resolved=resolved)
+            except (TypeError, KeyError):
+                pass             # written by another layout: resolve again
+    plan = Plan(data, name=p.name, schema_path=schema)
+    try:
+        for old in Path(cache_dir).glob(f"{p.stem}-*.json"):
+            old.unlink(missing_ok=True)
+        atomic_write_text(json.dumps(plan.resolved(), sort_keys=True), cache)
+    except OSError:
+        pass                     # a read-only checkout still works, only slower
+    return plan
+
+
+PLAN_CACHE_FORMAT = "kdsrc-plan-cache/1"
+
+
+def _cache_key(plan_text: str, schema: Path) -> str:
+    h = hashlib.sha256(PLAN_CACHE_FORMAT.encode())
+    h.update(plan_text.encode())
+    h.update(schema.read_bytes() if schema.exists() else b"")
+    root = Path(__file__).resolve().parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:20]

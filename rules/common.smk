@@ -19,7 +19,8 @@ from kdsrc.plan import (
 
 validate(config, "../config/schema/config.schema.yaml")
 try:
-    PLAN = load_plan(config["plan"])
+    # resolved runs cached per (plan, kdsrc sources): a cache hit skips importing the methods
+    PLAN = load_plan(config["plan"], cache_dir=".snakemake/kdsrc-plans")
 except KdsrcError as e:
     raise WorkflowError(f"invalid plan: {e}") from None
 
@@ -122,11 +123,7 @@ def _run_for_views(wildcards):
 
 
 def table_spec(wildcards):
-    # pair groups resolved to explicit pairs; key order kept (it is the column order)
-    spec = dict(PLAN.tables[wildcards.table])
-    if "pairs" in spec:
-        spec["pairs"] = [list(p) for p in PLAN.expand_pairs(spec["pairs"])]
-    return json.dumps(spec)
+    return json.dumps(PLAN.table_spec(wildcards.table))
 
 
 def table_records(wildcards):

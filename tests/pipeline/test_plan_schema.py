@@ -11,6 +11,8 @@ import yaml
 from kdsrc.errors import ConfigError
 from kdsrc.plan import Plan, load_plan
 
+REPO = Path(__file__).resolve().parents[2]
+
 TINY = yaml.safe_load((Path(__file__).parent / "plans" / "tiny.yaml").read_text())
 
 
@@ -73,3 +75,60 @@ def test_table_needing_an_unscheduled_run():
     data["runs"] = [{"pairs": ["same"], "methods": ["kd"]}]
     with pytest.raises(ConfigError, match="needs vanilla on none->resnet8"):
         Plan(data, name="bad.yaml").table_runs("T1")
+
+
+def _copy_config(tmp_path) -> Path:
+    import shutil
+
+    cfg = tmp_path / "config"
+    shutil.copytree(REPO / "config", cfg)
+    return cfg
+
+
+def test_resolved_plan_cache_rebuilds_the_same_plan_without_the_methods(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cfg = _copy_config(tmp_path)
+    cache = tmp_path / "cache"
+    fresh = load_plan("quick", config_dir=cfg)
+    first = load_plan("quick", config_dir=cfg, cache_dir=cache)
+    files = list(cache.glob("quick-*.json"))
+    assert len(files) == 1
+    again = load_plan("quick", config_dir=cfg, cache_dir=cache)
+    for plan in (first, again):
+        assert [(r.key, r.config, r.pretrained_views) for r in plan.runs] == \
+            [(r.key, r.config, r.pretrained_views) for r in fresh.runs]
+        assert [json.dumps(r.config, sort_keys=True) for r in plan.runs] == \
+            [json.dumps(r.config, sort_keys=True) for r in fresh.runs]
+        assert plan.teacher_config("resnet20") == fresh.teacher_config("resnet20")
+        assert plan.run("resnet20", "resnet8", "kd", 1).config_hash == \
+            fresh.run("resnet20", "resnet8", "kd", 1).config_hash
+    assert sum(r.needs_pretrained_views for r in again.runs) == 6
+    # a hit needs neither the methods nor torch (what makes a dry run fast)
+    code = ("import sys; from kdsrc.plan import load_plan; "
+            f"p = load_plan('quick', config_dir={str(cfg)!r}, cache_dir={str(cache)!r}); "
+            "print(len(p.runs), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO).stdout.split()
+    assert out == ["36", "False"]
+
+
+def test_resolved_plan_cache_follows_edits_and_survives_damage(tmp_path):
+    cfg = _copy_config(tmp_path)
+    cache = tmp_path / "cache"
+    load_plan("quick", config_dir=cfg, cache_dir=cache)
+    (old,) = cache.glob("quick-*.json")
+    plan_file = cfg / "plans" / "quick.yaml"
+    plan_file.write_text(plan_file.read_text().replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
+    edited = load_plan("quick", config_dir=cfg, cache_dir=cache)
+    assert len(edited.runs) == 54 and not old.exists()      # new key, old entry removed
+    (new,) = cache.glob("quick-*.json")
+    new.write_text("{not json")
+    assert len(load_plan("quick", config_dir=cfg, cache_dir=cache).runs) == 54
+    assert new.read_text().startswith("{\"runs\"")           # rewritten
+    # a bad plan is still an error with a cache present
+    plan_file.write_text(plan_file.read_text().replace("seeds: [0, 1, 2]", "seeds: zero"))
+    with pytest.raises(ConfigError, match="seeds"):
+        load_plan("quick", config_dir=cfg, cache_dir=cache)
