@@ -28,6 +28,8 @@ CURVE_LABELS = {"test_top1": "test top-1 (%)", "test_top5": "test top-5 (%)",
                 "train_top1": "train top-1 (%)", "train_loss": "train loss",
                 "test_loss": "test loss", "lr": "learning rate"}
 PathLike = str | Path
+#: most legend entries shown beside the curves; a longer legend goes below them in columns
+LEGEND_SIDE = 12
 
 
 def _new_figure(**kw: Any) -> Figure:
@@ -87,8 +89,16 @@ def plot_training_curves(curves: Iterable[tuple[PathLike, str]]
     """
     groups = _group_curves(curves)
     logs = {label: [_read_log(p, metrics) for p in paths] for label, paths in groups.items()}
-    fig = _new_figure(figsize=(4.8 * len(metrics) + (2.2 if logs else 0.0), 3.6),
-                      layout="constrained")
+    # up to LEGEND_SIDE labels: legend beside the last panel; more (a paper table has ~60):
+    # below the panels in columns, the figure growing with its rows, so the axes keep their size
+    below = len(logs) > LEGEND_SIDE
+    ncol = min(4, math.ceil(len(logs) / LEGEND_SIDE)) if below else 1
+    rows = math.ceil(len(logs) / ncol) if below else 0
+    width = 4.8 * len(metrics) + (2.2 if logs and not below else 0.0)
+    if below:  # a column as wide as the longest entry ("label (mean of n)"), small font
+        longest = max(len(label) + 12 for label in logs)
+        width = max(width, ncol * (0.6 + 0.07 * longest))
+    fig = _new_figure(figsize=(width, 3.6 + 0.2 * rows), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         for i, (label, frames) in enumerate(logs.items()):
@@ -108,7 +118,10 @@ def plot_training_curves(curves: Iterable[tuple[PathLike, str]]
         if not logs:
             ax.text(0.5, 0.5, "no per-epoch logs", ha="center", va="center",
                     transform=ax.transAxes, color="0.4")
-    if logs:
+    if logs and below:
+        handles, labels = axes[-1].get_legend_handles_labels()
+        fig.legend(handles, labels, fontsize="small", loc="outside lower center", ncol=ncol)
+    elif logs:
         axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0),
                         borderaxespad=0.0)
     if title:

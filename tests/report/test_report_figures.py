@@ -80,3 +80,20 @@ def test_table_bars_without_any_record(tmp_path):
     df = report.collect([], spec, "E")
     assert df["n_seeds"].tolist() == [0]
     _assert_png(report.plot_table_bars(df, spec, tmp_path / "e.png"))
+
+
+def test_training_curves_with_many_runs_keep_their_axes(tmp_path):
+    """A paper table has ~60 curves: the legend goes below in columns and the axes keep a
+    usable size (matplotlib warns when constrained layout collapses them)."""
+    import warnings
+
+    logs = []
+    for i in range(60):
+        p = tmp_path / f"m{i}" / "seed0.csv"
+        _log(p, i % 3)
+        logs.append((p, f"resnet32x4->resnet8x4 method_{i}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = report.plot_training_curves(logs, tmp_path / "many.png", title="T1")
+    w, h = _assert_png(out)
+    assert h > 3.6 * 120 * 1.5  # taller than the default figure: room for the legend rows
