@@ -57,6 +57,9 @@ CHANNELS_LAST_MODES = ("auto", "on", "off")
 COMPILE_MODES = ("auto", "on", "off")
 TOP_KEYS = ("dataset", "teacher", "student", "method", "solver", "seed", "mode", "precision",
             "teacher_cache", "channels_last", "compile")
+#: top-level keys with a fixed set of values, the first being the default
+CHOICE_KEYS = {"mode": MODES, "precision": PRECISIONS, "teacher_cache": TEACHER_CACHE_MODES,
+               "channels_last": CHANNELS_LAST_MODES, "compile": COMPILE_MODES}
 #: keys whose "auto" value the mode (and the device) decide: left out of the config hash
 AUTO_KEYS = ("channels_last", "compile")
 
@@ -173,21 +176,6 @@ def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:
     seed = raw.get("seed", 0)
     _require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed",
              f"expected a non-negative integer, got {seed!r}")
-    mode = raw.get("mode", "reference")
-    _require(mode in MODES, "mode", f"expected one of {', '.join(MODES)}, got {mode!r}")
-    precision = raw.get("precision", "fp32")
-    _require(precision in PRECISIONS, "precision",
-             f"expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    teacher_cache = raw.get("teacher_cache", "auto")
-    _require(teacher_cache in TEACHER_CACHE_MODES, "teacher_cache",
-             f"expected one of {', '.join(TEACHER_CACHE_MODES)}, got {teacher_cache!r}")
-    channels_last = raw.get("channels_last", "auto")
-    _require(channels_last in CHANNELS_LAST_MODES, "channels_last",
-             f"expected one of {', '.join(CHANNELS_LAST_MODES)}, got {channels_last!r}")
-    compile_ = raw.get("compile", "auto")
-    _require(compile_ in COMPILE_MODES, "compile",
-             f"expected one of {', '.join(COMPILE_MODES)}, got {compile_!r}")
-
     return {
         "dataset": dataset,
         "teacher": teacher,
@@ -195,12 +183,15 @@ def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:
         "method": {"name": name, **settings},
         "solver": _resolve_solver(raw.get("solver"), student),
         "seed": seed,
-        "mode": mode,
-        "precision": precision,
-        "teacher_cache": teacher_cache,
-        "channels_last": channels_last,
-        "compile": compile_,
+        **{key: _choice(raw, key, choices) for key, choices in CHOICE_KEYS.items()},
     }
+
+
+def _choice(raw: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    """``raw[key]`` (default: the first choice), which must be one of ``choices``."""
+    value = raw.get(key, choices[0])
+    _require(value in choices, key, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def uses_channels_last(cfg: dict[str, Any]) -> bool:

@@ -16,25 +16,11 @@ import kdsrc.engine.loop as loop
 from kdsrc.cache import TeacherCache, build_teacher_cache, read_meta
 from kdsrc.data import DatasetArrays, DeviceLoader, load_dataset
 from kdsrc.distillers import DistillContext, StepState, build_distiller
-from kdsrc.engine import Progress, RunPaths, train
+from kdsrc.engine import RunPaths, train
 from kdsrc.models import build_model, feature_dims, load_teacher
+from kdsrc_testutil import step_losses
 
 N_TRAIN, N_TEST, BATCH = 24, 32, 8
-
-
-class StepLosses(Progress):
-    """Records every training step's total loss (the engine reports each one to step())."""
-
-    def __init__(self):
-        super().__init__(enabled=False)
-        self.losses: list[float] = []
-        self.lines: list[str] = []
-
-    def step(self, epoch, epochs, step, steps, loss):
-        self.losses.append(loss)
-
-    def line(self, text):
-        self.lines.append(text)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +40,7 @@ def teacher(digits_teacher):
 @pytest.fixture(scope="module")
 def exact_cache(tmp_path_factory, teacher, subset):
     out = tmp_path_factory.mktemp("cache") / "exact"
-    lines = StepLosses()
+    lines = step_losses()
     build_teacher_cache(teacher, subset, out, device="cpu", dtype=torch.float32,
                         store_pooled=True, teacher_name="resnet8", batch_size=512, progress=lines)
     assert any("81 variants" in t for t in lines.lines) and "wrote" in lines.lines[-1]
@@ -126,7 +112,7 @@ def test_short_kd_run_with_cache_matches_online(exact_cache, digits_teacher, sub
            "solver": {"epochs": 2, "batch_size": BATCH}, "seed": 2}
     runs = {}
     for mode in ("auto", "off"):
-        prog = StepLosses()
+        prog = step_losses()
         record = train({**cfg, "teacher_cache": mode}, RunPaths.in_dir(tmp_path / mode),
                        device="cpu", progress=prog)
         runs[mode] = (record, prog)
@@ -151,7 +137,7 @@ def test_method_without_cache_needs_runs_the_teacher(exact_cache, digits_teacher
 
     monkeypatch.setitem(METHODS, FeatureMapKD.name, FeatureMapKD)
     monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: subset)
-    prog = StepLosses()
+    prog = step_losses()
     record = train({"dataset": "digits", "student": "resnet8", "method": FeatureMapKD.name,
                     "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher),
                                 "cache": str(exact_cache)},
@@ -193,7 +179,7 @@ def test_multiview_run_trains_on_the_stored_views(views_cache, digits_teacher, s
             yield b
 
     monkeypatch.setattr(loop.DeviceLoader, "__iter__", spy)
-    prog = StepLosses()
+    prog = step_losses()
     cfg = {"dataset": "digits", "student": "resnet8", "method": "kd",
            "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher),
                        "cache": str(views_cache)},

@@ -9,19 +9,8 @@ import pytest
 import torch
 
 from kdsrc.data import load_dataset
-from kdsrc.engine import Progress, RunPaths, train
-
-
-class StepLosses(Progress):
-    def __init__(self):
-        super().__init__(enabled=False)
-        self.losses: list[float] = []
-
-    def step(self, epoch, epochs, step, steps, loss):
-        self.losses.append(loss)
-
-    def line(self, text):
-        pass
+from kdsrc.engine import RunPaths, train
+from kdsrc_testutil import step_losses
 
 
 @pytest.mark.slow
@@ -34,7 +23,7 @@ def test_compiled_run_matches_eager_and_keeps_parameter_names(tmp_path, digits_t
            "solver": {"epochs": 1, "batch_size": 16}, "seed": 4}
     runs = {}
     for flag in ("off", "on"):
-        prog = StepLosses()
+        prog = step_losses()
         rec = train({**cfg, "compile": flag}, RunPaths.in_dir(tmp_path / flag), device="cpu",
                     progress=prog, arrays=small)
         runs[flag] = (prog.losses, rec)

@@ -22,27 +22,15 @@ from kdsrc.config import resolve_run_config
 from kdsrc.data import DatasetArrays, DeviceLoader, load_dataset
 from kdsrc.data.reference_loader import ReferenceLoader, ReplayDataset
 from kdsrc.distillers import StepState
-from kdsrc.engine import Progress, RunPaths, learning_rate, train
+from kdsrc.engine import RunPaths, learning_rate, train
 from kdsrc.engine.loop import build_run
 from kdsrc.engine.seeding import seed_everything
 from kdsrc.engine.step import train_step
 from kdsrc.models import load_teacher
+from kdsrc_testutil import step_losses
 
 N_TRAIN, BATCH, STEPS, SEED = 128, 8, 50, 3
 EPOCHS = -(-STEPS // (N_TRAIN // BATCH))  # enough whole epochs to cover STEPS
-
-
-class StepLosses(Progress):
-    def __init__(self):
-        super().__init__(enabled=False)
-        self.losses: list[float] = []
-        self.lines: list[str] = []
-
-    def step(self, epoch, epochs, step, steps, loss):
-        self.losses.append(loss)
-
-    def line(self, text):
-        self.lines.append(text)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +87,7 @@ def _reference_losses(cfg: dict, data: DatasetArrays, workers: int) -> list[floa
 
 
 def _fast_losses(cfg, data, tmp_path) -> tuple[list[float], dict]:
-    prog = StepLosses()
+    prog = step_losses()
     record = train(cfg, RunPaths.in_dir(tmp_path), device="cpu", progress=prog, arrays=data)
     return prog.losses[:STEPS], record
 
