@@ -13,12 +13,12 @@ import math
 import pytest
 import torch
 
-from kdsrc.data import DeviceLoader, load_dataset
-from kdsrc.distillers import METHODS, DistillContext, StepState, build_distiller
+from kdsrc.distillers import METHODS, StepState, build_distiller
 from kdsrc.distillers.angularkd import AUX_TERMS
 from kdsrc.engine import Progress, RunPaths, train
 from kdsrc.errors import NonFiniteLossError
-from kdsrc.models import build_model, feature_dims, load_teacher
+from kdsrc.models import build_model
+from kdsrc_testutil import digits_setup
 
 QUIET = Progress(enabled=False)
 
@@ -49,15 +49,7 @@ def test_plugin_steps(case, digits_teacher):
     settings, expected = PLUGINS[case]
     if settings["base"] not in METHODS:
         pytest.skip(f"base {settings['base']!r} is not registered yet")
-    data = load_dataset("digits")
-    teacher = load_teacher("resnet8", digits_teacher, num_classes=10)
-    student = build_model("resnet8", num_classes=10)
-    loader = DeviceLoader.from_arrays(data, "train", batch_size=32, seed=0)
-    ctx = DistillContext(num_classes=10, num_train=data.num_train, epochs=1,
-                         device=torch.device("cpu"), train_labels=loader.labels,
-                         train_images=loader.images, mean=data.mean, std=data.std,
-                         pad=data.pad, flip=data.flip,
-                         student_dims=feature_dims(student), teacher_dims=feature_dims(teacher))
+    student, teacher, loader, ctx = digits_setup(digits_teacher)
     torch.manual_seed(0)
     d = build_distiller("angularkd", student, teacher, {"views": "joint", **settings}, ctx)
     before = [p.detach().clone() for p in d.views.parameters()]

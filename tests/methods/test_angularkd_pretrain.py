@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from kdsrc_testutil import KDSRC
+from kdsrc_testutil import KDSRC, digits_setup
 
 from kdsrc.cli import main
 from kdsrc.distillers.views import VIEWS_FORMAT, load_views_file
@@ -110,17 +110,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys, digits_teacher):
 
 
 def test_frozen_views_mode_eval(digits_teacher, views_file):
-    from kdsrc.data import DeviceLoader, load_dataset
-    from kdsrc.distillers import DistillContext, build_distiller
-    from kdsrc.models import build_model, feature_dims, load_teacher
+    from kdsrc.distillers import build_distiller
 
-    data = load_dataset("digits")
-    teacher = load_teacher("resnet8", digits_teacher, num_classes=10)
-    student = build_model("resnet8", num_classes=10)
-    loader = DeviceLoader.from_arrays(data, "train", batch_size=32, seed=0)
-    ctx = DistillContext(num_classes=10, num_train=data.num_train, epochs=1,
-                         device=torch.device("cpu"), train_labels=loader.labels,
-                         student_dims=feature_dims(student), teacher_dims=feature_dims(teacher))
+    student, teacher, _, ctx = digits_setup(digits_teacher)
     settings = {"base": "kd", "views_checkpoint": str(views_file), "pretrain_epochs": 1,
                 "pretrain_milestones": []}
     d = build_distiller("angularkd", student, teacher, {**settings, "frozen_views_mode": "eval"}, ctx)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -10,16 +9,15 @@ import pytest
 import torch
 
 from kdsrc.config import resolve_run_config
-from kdsrc.data import DeviceLoader, load_dataset
-from kdsrc.distillers import METHODS, DistillContext, build_distiller
+from kdsrc.distillers import METHODS, build_distiller
 from kdsrc.distillers.angularkd import (AUX_TERMS, BASES, PLUGIN_BASE_SETTINGS, AngularKD,
                                        preset_switches)
-from kdsrc.engine import Progress, RunPaths, train
+from kdsrc.engine import RunPaths
 from kdsrc.errors import ConfigError
 from kdsrc.losses import angular as A
-from kdsrc.models import build_model, feature_dims, load_teacher
+from kdsrc.models import build_model
+from kdsrc_testutil import digits_setup, train_on_digits
 
-QUIET = Progress(enabled=False)
 REGISTERED_BASES = [b for b in BASES if b in METHODS]
 VIEW_COLUMNS = [f"view{i}_top1" for i in range(1, 6)] + [
     "ensemble_top1", "teacher_top1", "view_pair_angle_deg", "view_teacher_angle_deg"]
@@ -102,14 +100,7 @@ def test_run_config_resolution_and_plan_hook():
 
 # -- the wrapper on one batch -------------------------------------------------------------------
 def _build(digits_teacher, **settings):
-    data = load_dataset("digits")
-    teacher = load_teacher("resnet8", digits_teacher, num_classes=10)
-    student = build_model("resnet8", num_classes=10)
-    loader = DeviceLoader.from_arrays(data, "train", batch_size=32, seed=0)
-    ctx = DistillContext(num_classes=10, num_train=data.num_train, epochs=2,
-                         device=torch.device("cpu"), train_labels=loader.labels,
-                         train_images=loader.images, mean=data.mean, std=data.std,
-                         student_dims=feature_dims(student), teacher_dims=feature_dims(teacher))
+    student, teacher, loader, ctx = digits_setup(digits_teacher, epochs=2)
     torch.manual_seed(0)
     d = build_distiller("angularkd", student, teacher, settings, ctx)
     loader.set_epoch(1)
@@ -179,13 +170,9 @@ def test_pretrained_views_need_a_checkpoint(digits_teacher, tmp_path):
 
 # -- end to end -------------------------------------------------------------------------------
 def test_kd_plugin_trains_two_epochs_with_every_term_logged(tmp_path, digits_teacher):
+    record, rows = train_on_digits(tmp_path, digits_teacher,
+                                   {"name": "angularkd", "base": "kd", "views": "joint"}, seed=1)
     paths = RunPaths.in_dir(tmp_path)
-    record = train({"dataset": "digits", "student": "resnet8",
-                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher)},
-                    "method": {"name": "angularkd", "base": "kd", "views": "joint"},
-                    "solver": {"epochs": 2}, "seed": 1}, paths, device="cpu", progress=QUIET)
-    with open(paths.log_csv) as f:
-        rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     terms = ["loss_ce", "loss_kd", *AUX_TERMS]
     for r in rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
@@ -17,6 +16,7 @@ from kdsrc.losses.crd import contrast_scores, l2_normalize, memory_update, nce_l
 from kdsrc.losses.dkd import dkd_loss
 from kdsrc.losses.kd import kd_loss_from_probs
 from kdsrc.models import build_model, feature_dims
+from kdsrc_testutil import train_on_digits
 
 
 def test_nce_loss_hand_computed():
@@ -178,13 +178,9 @@ def test_distiller_terms_extra_params_and_errors():
 
 
 def test_trains_two_epochs_on_digits_with_every_term_logged(tmp_path, digits_teacher):
-    paths = RunPaths.in_dir(tmp_path)
     method = {"name": "crd", "nce_k": 256, "kd_weight": 1.0, "dkd_weight": 0.3}
-    record = train({"dataset": "digits", "student": "resnet8", "method": method,
-                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher)},
-                    "solver": {"epochs": 2}, "seed": 0}, paths, device="cpu",
-                   progress=Progress(enabled=False))
-    rows = list(csv.DictReader(open(paths.log_csv)))
+    record, rows = train_on_digits(tmp_path, digits_teacher, method)
+    paths = RunPaths.in_dir(tmp_path)
     cols = {"loss_ce", "loss_crd", "loss_kd", "loss_dkd"}
     assert len(rows) == 2
     for r in rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
@@ -10,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from kdsrc.distillers import DistillContext, StepState, build_distiller
-from kdsrc.engine import Progress, RunPaths, train
 from kdsrc.errors import ConfigError
 from kdsrc.losses.dkd import dkd_loss, dkd_parts
 from kdsrc.models import build_model, feature_dims
+from kdsrc_testutil import train_on_digits
 
 
 def mdistiller_dkd(logits_student, logits_teacher, target, alpha, beta, temperature):
@@ -161,12 +160,7 @@ def test_bad_settings_name_the_key():
 
 
 def test_trains_two_epochs_on_digits_with_every_term_logged(tmp_path, digits_teacher):
-    paths = RunPaths.in_dir(tmp_path)
-    record = train({"dataset": "digits", "student": "resnet8", "method": {"name": "dkd"},
-                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher)},
-                    "solver": {"epochs": 2}, "seed": 0}, paths, device="cpu",
-                   progress=Progress(enabled=False))
-    rows = list(csv.DictReader(open(paths.log_csv)))
+    record, rows = train_on_digits(tmp_path, digits_teacher, {"name": "dkd"})
     assert len(rows) == 2
     cols = {"loss_ce", "loss_tckd", "loss_nckd"}
     for r in rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from itertools import combinations
 
@@ -11,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from kdsrc.distillers import DistillContext, StepState, build_distiller
-from kdsrc.engine import Progress, RunPaths, train
 from kdsrc.errors import ConfigError
 from kdsrc.losses.ldrld import adw_weight, ldrld_group_weights, ldrld_groups, ldrld_loss
 from kdsrc.models import build_model, feature_dims
+from kdsrc_testutil import train_on_digits
 
 
 def official_ldrld(student_logits, teacher_logits, T, k, gamma=0.05):
@@ -192,13 +191,8 @@ def test_bad_settings_name_the_key(settings, key):
 
 
 def test_trains_two_epochs_on_digits_with_every_term_logged(tmp_path, digits_teacher):
-    paths = RunPaths.in_dir(tmp_path)
-    record = train({"dataset": "digits", "student": "resnet8", "method": {"name": "ldrld"},
-                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher)},
-                    "solver": {"epochs": 2, "warmup_epochs": 2, "warmup_mode": "ldrld_as_coded"},
-                    "seed": 0}, paths, device="cpu", progress=Progress(enabled=False))
-    with open(paths.log_csv) as f:
-        rows = list(csv.DictReader(f))
+    record, rows = train_on_digits(tmp_path, digits_teacher, {"name": "ldrld"},
+                                   solver={"warmup_epochs": 2, "warmup_mode": "ldrld_as_coded"})
     assert [r["epoch"] for r in rows] == ["1", "2"]
     for r in rows:
         for col in ("loss_ce", "loss_ldr", "loss_rntk", "train_loss", "test_top1"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from types import SimpleNamespace
 
@@ -16,11 +15,11 @@ from kdsrc.data.strong_aug import (OP_INDEX, RANDAUGMENT_OPS, StrongDraws, cutou
                                    pil_reference_cutout, pil_reference_op, randaugment_slot,
                                    randaugment_u8, strong_view)
 from kdsrc.distillers import DistillContext, StepState, build_distiller
-from kdsrc.engine import Progress, RunPaths, train
 from kdsrc.errors import ConfigError
 from kdsrc.losses.mlkd import (batch_correlation_loss, class_correlation_loss, mlkd_confidence_masks,
                                mlkd_loss_terms)
 from kdsrc.models import build_model, feature_dims
+from kdsrc_testutil import train_on_digits
 
 TEMPS = (4.0, 3.0, 5.0, 2.0, 6.0)
 
@@ -240,13 +239,8 @@ def test_bad_settings_name_the_key(settings, key):
 
 
 def test_trains_two_epochs_on_digits_with_every_term_logged(tmp_path, digits_teacher):
-    paths = RunPaths.in_dir(tmp_path)
-    record = train({"dataset": "digits", "student": "resnet8", "method": {"name": "mlkd"},
-                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher)},
-                    "solver": {"epochs": 2, "lr": 0.025}, "seed": 0},
-                   paths, device="cpu", progress=Progress(enabled=False))
-    with open(paths.log_csv) as f:
-        rows = list(csv.DictReader(f))
+    record, rows = train_on_digits(tmp_path, digits_teacher, {"name": "mlkd"},
+                                   solver={"lr": 0.025})
     assert [r["epoch"] for r in rows] == ["1", "2"]
     terms = ("loss_ce", "loss_ce_strong", "loss_kd_weak", "loss_kd_strong", "loss_cc", "loss_bc")
     for r in rows:

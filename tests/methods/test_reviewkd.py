@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
@@ -10,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from kdsrc.distillers import DistillContext, StepState, build_distiller
-from kdsrc.engine import Progress, RunPaths, train
 from kdsrc.errors import ConfigError
 from kdsrc.losses.reviewkd import hcl_loss
 from kdsrc.models import build_model, feature_dims
+from kdsrc_testutil import train_on_digits
 
 
 def mdistiller_hcl(fstudent, fteacher):
@@ -128,13 +127,7 @@ def test_warmup_and_weights():
 
 
 def test_trains_two_epochs_on_digits_with_every_term_logged(tmp_path, digits_teacher):
-    paths = RunPaths.in_dir(tmp_path)
-    record = train({"dataset": "digits", "student": "resnet8",
-                    "method": {"name": "reviewkd", "kd_weight": 1.0},
-                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher)},
-                    "solver": {"epochs": 2}, "seed": 0}, paths, device="cpu",
-                   progress=Progress(enabled=False))
-    rows = list(csv.DictReader(open(paths.log_csv)))
+    record, rows = train_on_digits(tmp_path, digits_teacher, {"name": "reviewkd", "kd_weight": 1.0})
     cols = {"loss_ce", "loss_reviewkd", "loss_kd"}
     assert len(rows) == 2
     for r in rows:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
 import torch
 
 from kdsrc.distillers import METHODS, DistillContext, StepState, build_distiller
-from kdsrc.engine import Progress, RunPaths, train
 from kdsrc.errors import ConfigError
 from kdsrc.losses import batch_standardize, rsd_loss
 from kdsrc.models import build_model, feature_dims
+from kdsrc_testutil import train_on_digits
 
 
 def reference_rsd_loss(feats_stu, feats_tea, kappa=0.01):
@@ -136,13 +135,7 @@ def test_rsd_trains_two_epochs_on_digits(tmp_path, digits_teacher, monkeypatch):
                          test_y=d.test_y[:96].clone(), num_classes=10, mean=d.mean, std=d.std,
                          pad=d.pad, flip=d.flip)
     monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: part)
-    paths = RunPaths.in_dir(tmp_path)
-    record = train({"dataset": "digits", "student": "resnet8",
-                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher)},
-                    "method": {"name": "rsd"}, "solver": {"epochs": 2}, "seed": 1},
-                   paths, device="cpu", progress=Progress(enabled=False))
-    with open(paths.log_csv) as f:
-        rows = list(csv.DictReader(f))
+    record, rows = train_on_digits(tmp_path, digits_teacher, {"name": "rsd"}, seed=1)
     assert [r["epoch"] for r in rows] == ["1", "2"]
     for r in rows:
         for col in ("loss_ce", "loss_rsd", "train_loss", "test_top1"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
@@ -11,12 +10,12 @@ import torch.nn.functional as F
 
 import kdsrc.distillers.tekap as tekap_mod
 from kdsrc.distillers import DistillContext, StepState, build_distiller
-from kdsrc.engine import Progress, RunPaths, train
 from kdsrc.errors import ConfigError
 from kdsrc.losses.crd import memory_update
 from kdsrc.losses.kd import kd_loss_from_probs
 from kdsrc.losses.tekap import perturb, perturbed_probs, tekap_logit_loss
 from kdsrc.models import build_model, feature_dims
+from kdsrc_testutil import train_on_digits
 
 
 def test_perturbation_statistics():
@@ -184,13 +183,8 @@ def test_dkd_noisy_terms_ramp():
 
 @pytest.mark.parametrize("variant", ["official", "angularkd"])
 def test_trains_two_epochs_on_digits_with_every_term_logged(tmp_path, digits_teacher, variant):
-    paths = RunPaths.in_dir(tmp_path)
-    record = train({"dataset": "digits", "student": "resnet8",
-                    "method": {"name": "tekap", "variant": variant, "nce_k": 256},
-                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher)},
-                    "solver": {"epochs": 2}, "seed": 0}, paths, device="cpu",
-                   progress=Progress(enabled=False))
-    rows = list(csv.DictReader(open(paths.log_csv)))
+    record, rows = train_on_digits(tmp_path, digits_teacher,
+                                   {"name": "tekap", "variant": variant, "nce_k": 256})
     cols = {"loss_ce", "loss_kd", "loss_kd_noisy", "loss_crd", "loss_crd_noisy"}
     assert len(rows) == 2
     for r in rows:
