@@ -2,8 +2,9 @@
 
 DVC has three coarse stages — ``teachers``, ``runs``, ``tables`` — each running the Snakemake
 target of the same name. A stage's deps are derived from the rules that target can schedule:
-the Snakefile and every rule file (they define the DAG), the ``script:`` of each such rule,
-``kdsrc/`` (what the scripts call), the plans and schemas, and the upstream stage's outputs.
+the Snakefile and every rule file (they define the DAG, and hold the ``run:`` bodies), the
+``script:`` of each such rule, ``kdsrc/`` (what scripts and bodies call), the plans and schemas,
+and the upstream stage's outputs.
 ``kdsrc dvc-yaml`` writes the file; ``kdsrc dvc-yaml --check`` (and a test) fails on drift.
 """
 
@@ -40,11 +41,13 @@ METRICS = "results/metrics.json"
 
 _RULE = re.compile(r"^rule (\w+):", re.M)
 _SCRIPT = re.compile(r'script:\s*\n?\s*"([^"]+)"')
+_RUN = re.compile(r"^    run:\s*$", re.M)
 
 
-def rule_scripts(rules_dir: str | Path = "rules") -> dict[str, str]:
-    """``{rule: script path relative to the repo}`` from the ``rules/*.smk`` files."""
-    out: dict[str, str] = {}
+def rule_scripts(rules_dir: str | Path = "rules") -> dict[str, str | None]:
+    """``{rule: script path relative to the repo}`` from the ``rules/*.smk`` files; ``None``
+    for a rule whose body is a ``run:`` block (its code is the rule file and kdsrc)."""
+    out: dict[str, str | None] = {}
     for smk in sorted(Path(rules_dir).glob("*.smk")):
         text = smk.read_text()
         starts = [(m.start(), m.group(1)) for m in _RULE.finditer(text)] + [(len(text), "")]
@@ -52,6 +55,8 @@ def rule_scripts(rules_dir: str | Path = "rules") -> dict[str, str]:
             m = _SCRIPT.search(text[start:end])
             if m:
                 out[name] = str((smk.parent / m.group(1)).resolve().relative_to(Path.cwd()))
+            elif _RUN.search(text[start:end]):
+                out[name] = None
     return out
 
 
@@ -61,9 +66,10 @@ def stages(rules_dir: str | Path = "rules") -> dict:
     for stage, rules in STAGE_RULES.items():
         missing = [r for r in rules if r not in scripts]
         if missing:
-            raise ConfigError(f"rules {missing} of stage {stage} have no script: in {rules_dir}")
-        deps = COMMON_DEPS + sorted({scripts[r] for r in rules}) + STAGE_EXTRA_DEPS[stage] + \
-            STAGE_UPSTREAM[stage]
+            raise ConfigError(f"rules {missing} of stage {stage} have neither script: nor run: "
+                              f"in {rules_dir}")
+        deps = COMMON_DEPS + sorted({scripts[r] for r in rules if scripts[r]}) + \
+            STAGE_EXTRA_DEPS[stage] + STAGE_UPSTREAM[stage]
         outs = [{path: {"persist": True, **({} if cached else {"cache": False})}}
                 for path, cached in STAGE_OUTS[stage]]
         # Snakemake creates only the folders the plan needs (no cache, no views in some

@@ -9,10 +9,14 @@ the same matplotlib version give the same bytes.
 
 from __future__ import annotations
 
+import csv
+import functools
 import math
+import threading
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -30,6 +34,17 @@ CURVE_LABELS = {"test_top1": "test top-1 (%)", "test_top5": "test top-5 (%)",
 PathLike = str | Path
 #: most legend entries shown beside the curves; a longer legend goes below them in columns
 LEGEND_SIDE = 12
+#: matplotlib is not thread-safe and the plot rule runs in Snakemake's threads: one figure at a
+#: time (the GIL serialises the drawing anyway)
+_DRAW_LOCK = threading.RLock()
+
+
+def _one_at_a_time(fn: Callable[..., Path]) -> Callable[..., Path]:
+    @functools.wraps(fn)
+    def locked(*args: Any, **kwargs: Any) -> Path:
+        with _DRAW_LOCK:
+            return fn(*args, **kwargs)
+    return locked
 
 
 def _new_figure(**kw: Any) -> Figure:
@@ -60,22 +75,54 @@ def _group_curves(curves: Mapping[str, PathLike | Sequence[PathLike]]
     return groups
 
 
-def _read_log(path: Path, metrics: Sequence[str]) -> pd.DataFrame:
+def _read_log(path: Path, metrics: Sequence[str]) -> dict[str, np.ndarray]:
+    """The ``epoch`` column and ``metrics`` of one per-epoch log, as float arrays (an empty
+    cell is NaN). The csv module, not pandas: a paper table reads a few hundred of these."""
     try:
-        df = pd.read_csv(path)
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
     except FileNotFoundError:
         raise KdsrcError(f"{path}: per-epoch log not found") from None
-    except (OSError, ValueError, pd.errors.ParserError) as e:
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise KdsrcError(f"{path}: cannot read per-epoch log ({str(e).splitlines()[0]})") from None
-    missing = [c for c in ("epoch", *metrics) if c not in df.columns]
+    if not rows:
+        raise KdsrcError(f"{path}: cannot read per-epoch log (empty file)")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in ("epoch", *metrics) if c not in header]
     if missing:
         raise KdsrcError(f"{path}: per-epoch log misses column{'s' if len(missing) > 1 else ''} "
                          + ", ".join(repr(c) for c in missing))
-    if df.empty:
+    body = [r for r in rows[1:] if r]
+    if not body:
         raise KdsrcError(f"{path}: per-epoch log has no rows")
-    return df
+    out = {}
+    for name in ("epoch", *metrics):
+        j = header.index(name)
+        try:
+            out[name] = np.array([float(r[j]) if j < len(r) and r[j].strip() else np.nan
+                                  for r in body])
+        except ValueError as e:
+            raise KdsrcError(f"{path}: per-epoch log column {name!r}: {e}") from None
+    return out
 
 
+def _curve_stats(logs: Sequence[dict[str, np.ndarray]], metric: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per epoch over the logs (seeds) that have it: epochs, mean, sample std (0 where a
+    single log has the epoch); NaN cells are left out."""
+    epochs = np.concatenate([log["epoch"] for log in logs])
+    values = np.concatenate([log[metric] for log in logs])
+    keep = ~(np.isnan(epochs) | np.isnan(values))
+    epochs, values = epochs[keep], values[keep]
+    xs, idx = np.unique(epochs, return_inverse=True)
+    n = np.bincount(idx, minlength=len(xs)).astype(float)
+    mean = np.bincount(idx, weights=values, minlength=len(xs)) / np.maximum(n, 1)
+    sq = np.bincount(idx, weights=(values - mean[idx]) ** 2, minlength=len(xs))
+    std = np.where(n > 1, np.sqrt(sq / np.maximum(n - 1, 1)), 0.0)
+    return xs, mean, std
+
+
+@_one_at_a_time
 def plot_training_curves(curves: Iterable[tuple[PathLike, str]]
                          | Mapping[str, PathLike | Sequence[PathLike]], out_png: PathLike,
                          metrics: Sequence[str] = ("test_top1", "train_loss"),
@@ -103,15 +150,13 @@ def plot_training_curves(curves: Iterable[tuple[PathLike, str]]
     for ax, metric in zip(axes, metrics):
         for i, (label, frames) in enumerate(logs.items()):
             color = f"C{i % 10}"
-            data = pd.concat([f[["epoch", metric]] for f in frames], ignore_index=True)
-            g = data.groupby("epoch", sort=True)[metric]
-            mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+            xs, mean, std = _curve_stats(frames, metric)
             n = len(frames)
-            ax.plot(mean.index, mean.values, color=color, linewidth=1.4,
+            ax.plot(xs, mean, color=color, linewidth=1.4,
                     label=label if n == 1 else f"{label} (mean of {n})")
             if n > 1:
-                ax.fill_between(mean.index, (mean - std).values, (mean + std).values,
-                                color=color, alpha=0.2, linewidth=0)
+                ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2,
+                                linewidth=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel(CURVE_LABELS.get(metric, metric))
         ax.grid(True, alpha=0.3)
@@ -163,6 +208,7 @@ def _bar_series(df: pd.DataFrame, spec: dict[str, Any]
     return list(spec["teachers"]), [("ours", ours), ("published", pubs)], f"teacher {what} (%)"
 
 
+@_one_at_a_time
 def plot_table_bars(df: pd.DataFrame, spec: dict[str, Any], out_png: PathLike,
                     table_name: str | None = None) -> Path:
     """A grouped bar chart of one table: means with ± std error bars, missing cells left out."""

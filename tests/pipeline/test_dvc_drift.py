@@ -14,6 +14,14 @@ def test_dvc_yaml_is_up_to_date(monkeypatch):
     assert (REPO / "dvc.yaml").read_text() == render(), "run `kdsrc dvc-yaml`"
 
 
+def test_run_bodies_are_recognised(monkeypatch):
+    monkeypatch.chdir(REPO)
+    scripts = rule_scripts()
+    assert scripts["collect"] is None and scripts["summary"] is None
+    assert scripts["plot"] == "workflow_scripts/plot.py"
+    assert scripts["distill"] == "workflow_scripts/distill.py"
+
+
 @pytest.mark.parametrize("plan", ["quick", "paper"])
 @pytest.mark.parametrize("stage", sorted(STAGE_RULES))
 def test_every_rule_a_stage_runs_has_its_script_in_the_deps(monkeypatch, plan, stage):
@@ -26,6 +34,9 @@ def test_every_rule_a_stage_runs_has_its_script_in_the_deps(monkeypatch, plan, s
     for rule in rules:
         if rule in upstream:
             continue  # produced by an earlier stage, whose outputs are this stage's deps
+        assert rule in scripts, f"{rule} has neither script: nor run: in rules/"
+        if scripts[rule] is None:  # a run: body: its code is the rule file and kdsrc
+            continue
         assert scripts[rule] in deps, f"{rule}'s script {scripts[rule]} not in {stage} deps"
     for must in ("Snakefile", "rules", "kdsrc", "config/plans", "config/schema"):
         assert must in deps

@@ -97,3 +97,42 @@ def test_training_curves_with_many_runs_keep_their_axes(tmp_path):
         out = report.plot_training_curves(logs, tmp_path / "many.png", title="T1")
     w, h = _assert_png(out)
     assert h > 3.6 * 120 * 1.5  # taller than the default figure: room for the legend rows
+
+
+def test_curve_mean_and_std_over_seeds(tmp_path):
+    """Per epoch: mean and sample std over the seeds that logged it; a seed that stopped early
+    or left a cell empty only drops out of those epochs."""
+    from kdsrc.report.figures import _curve_stats, _read_log
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("epoch,test_top1\n1,10\n2,20\n3,30\n")
+    b.write_text("epoch,test_top1\n1,14\n2,\n")
+    xs, mean, std = _curve_stats([_read_log(a, ["test_top1"]), _read_log(b, ["test_top1"])],
+                                 "test_top1")
+    assert xs.tolist() == [1, 2, 3]
+    assert mean.tolist() == [12.0, 20.0, 30.0]
+    assert std[0] == pytest.approx(2 ** 0.5 * 2) and std[1] == 0.0 and std[2] == 0.0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("epoch,test_top1\n1,ten\n")
+    with pytest.raises(KdsrcError, match=r"bad\.csv.*'test_top1'"):
+        _read_log(bad, ["test_top1"])
+
+
+def test_figures_drawn_from_threads_match_sequential(tmp_path):
+    """The plot bodies may run in Snakemake's threads: figures drawn concurrently are the same
+    bytes as figures drawn one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    logs = []
+    for i in range(6):
+        p = tmp_path / f"m{i}" / "seed0.csv"
+        _log(p, i % 3)
+        logs.append((p, f"method_{i}"))
+    jobs = [(logs[: k + 1], tmp_path / f"seq{k}.png") for k in range(6)]
+    for curves, out in jobs:
+        report.plot_training_curves(curves, out)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda j: report.plot_training_curves(
+            j[0], j[1].with_name(j[1].name.replace("seq", "thr"))), jobs))
+    for (_, seq), thr in zip(jobs, outs):
+        assert thr.read_bytes() == seq.read_bytes()
