@@ -77,8 +77,10 @@ from kdsrc.plan import eval_csv_path, eval_json_path, load_plan  # noqa: E402
 TEACHER, STUDENT = "resnet32x4", "resnet8x4"
 METHODS = ("kd", "angularkd_crd")   # entries of config/plans/paper.yaml
 SIZES = {
-    "cpu": {"n_train": 64, "batch_size": 32, "nce_k": 32, "warmup": 2, "steps": 10},
-    "gpu": {"n_train": 50_000, "batch_size": 64, "nce_k": 16_384, "warmup": 30, "steps": 200},
+    "cpu": {"n_train": 64, "batch_size": 32, "nce_k": 32, "warmup": 2, "steps": 20,
+            "repeats": 3},
+    "gpu": {"n_train": 50_000, "batch_size": 64, "nce_k": 16_384, "warmup": 30, "steps": 200,
+            "repeats": 1},
 }
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -253,6 +255,14 @@ def _rate(stamps, warmup, batch, *, teacher_forward: bool) -> dict:
             "teacher_forward_per_step": teacher_forward}
 
 
+def median_round(rounds: list[dict]) -> dict:
+    """The round with the median samples/s (the lower middle one for an even count), with
+    every round's samples/s beside it."""
+    ordered = sorted(rounds, key=lambda r: r["samples_per_s"])
+    return {**ordered[(len(ordered) - 1) // 2],
+            "samples_per_s_rounds": [r["samples_per_s"] for r in rounds]}
+
+
 # -- pipeline timings ------------------------------------------------------------------------
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -394,6 +404,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--nce-k", type=int, help="CRD negatives (default: by --size)")
     ap.add_argument("--warmup", type=int, help="steps not timed (default: by --size)")
     ap.add_argument("--steps", type=int, help="timed steps (default: by --size)")
+    ap.add_argument("--repeats", type=int,
+                    help="rounds of (reference, fast), alternated; the medians over rounds are "
+                         "reported (default: by --size; 3 on a CPU, whose step times drift)")
     ap.add_argument("--workers", type=int, default=2, help="reference DataLoader workers (2)")
     ap.add_argument("--batch-size", type=int, help="batch size (default: by --size; 64 is "
                                                    "the recipe's)")
@@ -443,13 +456,21 @@ def main(argv=None) -> int:
                                  epochs=epochs, batch_size=p["batch_size"])
             fast_cfg = run_config(method, ckpt, str(cache_dir), p["nce_k"], fast=True,
                                   device=device, epochs=epochs, batch_size=p["batch_size"])
-            say(f"{method}: reference loop ...")
-            ref = measure_reference(ref_cfg, data, device, p["warmup"], p["steps"], args.workers)
-            say(f"{method}: fast mode ...")
-            fast = measure_fast(fast_cfg, data, device, p["warmup"], p["steps"], work)
+            refs, fasts = [], []
+            for r in range(max(1, p["repeats"])):
+                tag = f" (round {r + 1}/{p['repeats']})" if p["repeats"] > 1 else ""
+                say(f"{method}: reference loop{tag} ...")
+                refs.append(measure_reference(ref_cfg, data, device, p["warmup"], p["steps"],
+                                              args.workers))
+                say(f"{method}: fast mode{tag} ...")
+                fasts.append(measure_fast(fast_cfg, data, device, p["warmup"], p["steps"], work))
+            ref, fast = median_round(refs), median_round(fasts)
             ratio = fast["samples_per_s"] / ref["samples_per_s"]
             result["methods"][method] = {"reference": ref, "fast": fast,
                                          "ratio": round(ratio, 2),
+                                         "ratio_per_round": [
+                                             round(f["samples_per_s"] / r["samples_per_s"], 2)
+                                             for r, f in zip(refs, fasts)],
                                          "fast_config": {k: fast_cfg[k] for k in (
                                              "mode", "precision", "channels_last",
                                              "teacher_cache")}}

@@ -50,7 +50,7 @@ def test_tiny_cpu_run_writes_the_json(tmp_path, child_env):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--size", "cpu", "--n-train", "24",
          "--batch-size", "8", "--nce-k", "8", "--warmup", "1", "--steps", "3", "--workers", "1",
-         "--skip-pipeline", "--out", str(out)],
+         "--repeats", "2", "--skip-pipeline", "--out", str(out)],
         cwd=tmp_path, env=child_env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -61,6 +61,8 @@ def test_tiny_cpu_run_writes_the_json(tmp_path, child_env):
         assert m["reference"]["teacher_forward_per_step"] is True
         assert m["fast"]["teacher_forward_per_step"] is False
         assert m["fast"]["steps_timed"] >= 3 and m["reference"]["steps_timed"] >= 3
+        assert len(m["fast"]["samples_per_s_rounds"]) == 2 and len(m["ratio_per_round"]) == 2
+        assert m["fast"]["samples_per_s"] == min(m["fast"]["samples_per_s_rounds"])
         assert m["ratio"] == pytest.approx(m["fast"]["samples_per_s"] /
                                            m["reference"]["samples_per_s"], rel=0.01)
         assert f"{method}: reference" in proc.stdout and "ratio" in proc.stdout
@@ -68,3 +70,12 @@ def test_tiny_cpu_run_writes_the_json(tmp_path, child_env):
     # the JSON is a plan-cost anchor
     from kdsrc.plancost import load_measured
     assert load_measured(out)["samples_per_s"] == res["anchor"]["samples_per_s"]
+
+
+def test_median_round_keeps_every_round(bench):
+    rounds = [{"samples_per_s": 50.0, "k": "a"}, {"samples_per_s": 40.0, "k": "b"},
+              {"samples_per_s": 60.0, "k": "c"}]
+    m = bench.median_round(rounds)
+    assert m["k"] == "a" and m["samples_per_s"] == 50.0
+    assert m["samples_per_s_rounds"] == [50.0, 40.0, 60.0]
+    assert bench.median_round(rounds[:2])["k"] == "b"  # even count: the lower middle
