@@ -44,7 +44,9 @@ Sizes: CIFAR-100, 50,000 x 162 x 100 fp16 logits = 1.6 GB; resnet32x4 pooled (D=
 Which methods may read a cache: a distiller declares ``cache_needs`` (a frozenset of
 ``"logits"`` / ``"pooled_feat"``), and :meth:`kdsrc.distillers.Distiller.teacher_outputs`
 answers from the cache when the run has one that holds all of it; methods that read feature
-maps leave ``cache_needs = None`` and always run the teacher.
+maps leave ``cache_needs = None`` and always run the teacher. Where the settings decide (Angular-KD
+with ``teacher_input_aug: on`` runs the teacher on augmented inputs), ``cache_needs_for(settings)``
+says so, and the engine does not open a cache the run would not read.
 
 Build from the command line::
 

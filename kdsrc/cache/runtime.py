@@ -19,9 +19,9 @@ def open_run_cache(cfg: dict[str, Any], *, method: str, needs: Iterable[str] | N
 
     The cache is used when ``teacher_cache`` is ``auto``, the run has a teacher, ``teacher.cache``
     names an existing directory and that cache holds everything the method reads
-    (``needs`` = the distiller's ``cache_needs``; None: the method cannot use a cache). A cache
-    that exists but was built for another teacher, other weights or other data is an error
-    (:meth:`TeacherCache.open`), never silently replaced by the online teacher.
+    (``needs`` = the distiller's ``cache_needs_for(settings)``; None: the run cannot use one).
+    A cache that exists but was built for another teacher, other weights or other data is an
+    error (:meth:`TeacherCache.open`), never silently replaced by the online teacher.
     """
     if cfg.get("teacher_cache", "auto") == "off":
         return None, "teacher_cache: off"
@@ -32,7 +32,8 @@ def open_run_cache(cfg: dict[str, Any], *, method: str, needs: Iterable[str] | N
     if not path:
         return None, "teacher.cache not set"
     if needs is None:
-        return None, f"method {method!r} reads more of the teacher than a cache holds"
+        return None, (f"method {method!r} (with these settings) reads more of the teacher than "
+                      "a cache holds")
     if not Path(path).exists():
         return None, f"{path} does not exist"
     meta = read_meta(path)

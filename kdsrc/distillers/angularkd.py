@@ -206,6 +206,17 @@ class AngularKD(Distiller):
         "pretrain_milestones": [10, 20],
     }
 
+    @classmethod
+    def cache_needs_for(cls, settings: dict[str, Any] | None) -> frozenset[str] | None:
+        """The base's needs plus the pooled feature and logits the views read; None when the
+        base cannot use a cache, or with ``teacher_input_aug: on`` (the teacher then runs on
+        augmented inputs, which no cache holds)."""
+        s = cls.finalize_settings(settings)
+        if s["teacher_input_aug"] == "on":
+            return None
+        base_needs = get_method(s["base"]).cache_needs_for(s["base_settings"])
+        return None if base_needs is None else frozenset(base_needs) | cls.cache_needs
+
     # -- settings resolution -----------------------------------------------------------------
     @classmethod
     def finalize_settings(cls, settings: dict[str, Any] | None) -> dict[str, Any]:
@@ -329,14 +340,8 @@ class AngularKD(Distiller):
         self.base.teacher_transform = self._augment
         self._input_aug = None
         self._aug_applied = False
-        # the base reads teacher outputs (cache or live forward) for itself: if it can use a
-        # cache at all, it must also fetch the pooled feature the views need; the input
-        # augmentation needs the live teacher
-        base_needs = type(self.base).cache_needs
-        if s["teacher_input_aug"] == "on" or base_needs is None:
-            self.base.cache_needs = None
-        else:
-            self.base.cache_needs = frozenset(base_needs) | self.cache_needs
+        # the base reads the teacher outputs (cache or live forward) for both of them
+        self.base.cache_needs = type(self).cache_needs_for(s)
         if s["teacher_input_aug"] == "on":
             self._input_aug = TeacherInputAugment()
             self._live_teacher_forward = self.base.teacher_forward

@@ -94,6 +94,13 @@ class Distiller(nn.Module):
     #: other inputs than the batch's own augmented images) = the method cannot use a cache
     cache_needs: ClassVar[frozenset[str] | None] = None
 
+    @classmethod
+    def cache_needs_for(cls, settings: dict[str, Any] | None) -> frozenset[str] | None:
+        """What a run with these settings reads of a teacher cache (None: it cannot use one),
+        known before anything is built, so the engine opens a cache only for a run that will
+        read it. Most methods read the same whatever their settings."""
+        return cls.cache_needs
+
     def __init__(self, student: nn.Module, teacher: nn.Module | None, settings: dict[str, Any],
                  ctx: DistillContext):
         super().__init__()

@@ -28,7 +28,7 @@ from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .metrics import evaluate, topk_correct
 from .progress import Progress
 from .record import device_name, git_rev, versions
-from .schedule import learning_rate
+from .schedule import begin_epoch
 from .seeding import rng_state, seed_everything, set_rng_state
 from .step import autocast_for, train_step
 
@@ -128,7 +128,8 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
     teacher_cache, cache_note = None, "not asked for"
     if use_cache:
         teacher_cache, cache_note = open_run_cache(
-            cfg, method=method["name"], needs=get_method(method["name"]).cache_needs,
+            cfg, method=method["name"],
+            needs=get_method(method["name"]).cache_needs_for(method),
             teacher=teacher, data=data, device=device)
     cache_views = None
     if teacher_cache is not None and teacher_cache.variants is not None:
@@ -227,10 +228,7 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     steps_per_epoch = len(train_loader)
     for epoch in range(start_epoch, epochs + 1):
         t_epoch = time.perf_counter()
-        lr = learning_rate(epoch, solver)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        train_loader.set_epoch(epoch)
+        lr = begin_epoch(epoch, solver, optimizer, train_loader)
         distiller.train()
         sums: dict[str, torch.Tensor] = {}
         correct = seen = 0

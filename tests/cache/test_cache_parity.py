@@ -210,3 +210,27 @@ def test_rsd_reads_cached_pooled_features(exact_cache, teacher, subset):
         _, lo = online.forward_train(b.x, b.y, b, st)
         for k in ("loss_ce", "loss_rsd"):
             assert _rel(lc[k], lo[k]) < 1e-5, (k, lc[k], lo[k])
+
+
+@pytest.mark.parametrize("aug", ["off", "on"])
+def test_angularkd_opens_the_cache_only_when_it_reads_it(exact_cache, digits_teacher, subset,
+                                                         tmp_path, monkeypatch, aug):
+    """With teacher_input_aug on, the teacher runs on augmented inputs: the engine must not open
+    (nor record, nor restrict the data to) a cache that the run never reads."""
+    from kdsrc.distillers import get_method
+
+    settings = {"base": "kd", "views": "joint", "teacher_input_aug": aug}
+    needs = get_method("angularkd").cache_needs_for(settings)
+    assert needs == (None if aug == "on" else frozenset({"logits", "pooled_feat"}))
+    assert get_method("angularkd").cache_needs_for({"base": "reviewkd"}) is None
+    monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: subset)
+    prog = step_losses()
+    record = train({"dataset": "digits", "student": "resnet8",
+                    "method": {"name": "angularkd", **settings},
+                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher),
+                                "cache": str(exact_cache)},
+                    "solver": {"epochs": 1, "batch_size": BATCH}}, RunPaths.in_dir(tmp_path),
+                   device="cpu", progress=prog)
+    assert record["teacher_cache_used"] is (aug == "off")
+    if aug == "on":
+        assert any("teacher cache: not used" in t and "reads more" in t for t in prog.lines)
