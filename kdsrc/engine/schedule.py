@@ -27,3 +27,13 @@ def learning_rate(epoch: int, solver: dict) -> float:
     if epoch <= w:
         lr *= epoch / w
     return lr
+
+
+def begin_epoch(epoch: int, solver: dict, optimizer, loader) -> float:
+    """What every training loop does at the start of an epoch: the schedule's LR into every
+    parameter group and the epoch into the loader (its augmentation draws); returns the LR."""
+    lr = learning_rate(epoch, solver)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loader.set_epoch(epoch)
+    return lr

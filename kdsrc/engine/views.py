@@ -45,7 +45,7 @@ from .io import atomic_torch_save
 from .loop import resolve_device
 from .progress import Progress
 from .record import device_name, versions
-from .schedule import learning_rate
+from .schedule import begin_epoch
 from .seeding import rng_state, seed_everything, set_rng_state
 
 PARTIAL_FORMAT = "kdsrc-views-partial/1"
@@ -155,10 +155,7 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
     steps = len(train_loader)
     for epoch in range(start, epochs + 1):
         t0 = time.perf_counter()
-        lr_now = learning_rate(epoch, solver)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
-        train_loader.set_epoch(epoch)
+        lr_now = begin_epoch(epoch, solver, optimizer, train_loader)
         views.train()
         sums: dict[str, float] = {}
         seen = 0

@@ -113,26 +113,28 @@ def masked_kd_loss(student_logits, teacher_probs, mask, *, temperature: float = 
     return (per * m).mean()
 
 
+def _masked_correlation(loss, student_logits, teacher_probs, mask, temperature: float,
+                        mask_mode: str) -> torch.Tensor:
+    _check_mask_mode(mask_mode)
+    m = mask.float()
+    if mask_mode == "as_coded":
+        return loss(student_logits, teacher_probs, temperature=temperature) * m.mean()
+    return (loss(student_logits, teacher_probs, temperature=temperature, reduce=False)
+            * m).mean()
+
+
 def masked_cc_loss(student_logits, teacher_probs, class_mask, *, temperature: float = 4.0,
                    mask_mode: str = "as_coded") -> torch.Tensor:
     """``(cc_loss(...) * class_mask).mean()`` of the official code."""
-    _check_mask_mode(mask_mode)
-    m = class_mask.float()
-    if mask_mode == "as_coded":
-        return class_correlation_loss(student_logits, teacher_probs, temperature=temperature) * m.mean()
-    return (class_correlation_loss(student_logits, teacher_probs, temperature=temperature,
-                                   reduce=False) * m).mean()
+    return _masked_correlation(class_correlation_loss, student_logits, teacher_probs,
+                               class_mask, temperature, mask_mode)
 
 
 def masked_bc_loss(student_logits, teacher_probs, mask, *, temperature: float = 4.0,
                    mask_mode: str = "as_coded") -> torch.Tensor:
     """``(bc_loss(...) * mask).mean()`` of the official code."""
-    _check_mask_mode(mask_mode)
-    m = mask.float()
-    if mask_mode == "as_coded":
-        return batch_correlation_loss(student_logits, teacher_probs, temperature=temperature) * m.mean()
-    return (batch_correlation_loss(student_logits, teacher_probs, temperature=temperature,
-                                   reduce=False) * m).mean()
+    return _masked_correlation(batch_correlation_loss, student_logits, teacher_probs, mask,
+                               temperature, mask_mode)
 
 
 def mlkd_loss_terms(student_weak: torch.Tensor, student_strong: torch.Tensor,
