@@ -79,3 +79,57 @@ def test_median_round_keeps_every_round(bench):
     assert m["k"] == "a" and m["samples_per_s"] == 50.0
     assert m["samples_per_s_rounds"] == [50.0, 40.0, 60.0]
     assert bench.median_round(rounds[:2])["k"] == "b"  # even count: the lower middle
+
+
+PARITY = REPO / "benchmarks" / "precision_parity.py"
+
+
+@pytest.fixture(scope="module")
+def parity():
+    spec = importlib.util.spec_from_file_location("kdsrc_precision_parity", PARITY)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_parity_verdict_uses_the_reference_spread(parity):
+    res = {"reference": {"top1_best": {"mean": 70.0, "std": 0.4},
+                         "top1_last": {"mean": 69.0, "std": 0.1}},
+           "fast": {"top1_best": {"mean": 70.7, "std": 0.3},
+                    "top1_last": {"mean": 69.6, "std": 0.2}}}
+    v = parity.verdict(res, tolerance=0.5)
+    assert v["top1_best"] == {"delta": 0.7, "allowed": 0.8, "at_parity": True}
+    assert v["top1_last"]["allowed"] == 0.5 and v["top1_last"]["at_parity"] is False
+
+
+def test_parity_configs_differ_only_in_the_fast_switches(parity):
+    args = parity.parse_args(["--epochs", "8", "--seeds", "3"])
+    from kdsrc.data import load_dataset
+    data = load_dataset("digits")
+    ref, fast = (parity.run_config(v, data, args, 3) for v in ("reference", "fast"))
+    assert ref["solver"] == fast["solver"] and ref["solver"]["lr_decay_epochs"] == [5, 6, 7]
+    assert (ref["mode"], ref["precision"], ref["channels_last"], ref["compile"]) == \
+        ("reference", "fp32", "off", "off")
+    assert (fast["mode"], fast["precision"]) == ("fast", "bf16")
+    diff = {k for k in ref if ref[k] != fast[k]}
+    assert diff <= {"mode", "precision", "channels_last", "compile"}, diff
+
+
+def test_tiny_parity_run_writes_the_json(tmp_path, child_env):
+    out = tmp_path / "parity.json"
+    proc = subprocess.run(
+        [sys.executable, str(PARITY), "--device", "cpu", "--student", "resnet8", "--epochs", "1",
+         "--seeds", "0,1", "--n-train", "64", "--tolerance", "100", "--out", str(out)],
+        cwd=tmp_path, env=child_env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["method"] == "vanilla" and res["n_train"] == 64 and res["seeds"] == [0, 1]
+    assert res["reference"]["config"]["channels_last"] is False
+    assert res["fast"]["config"]["channels_last"] is True
+    assert res["fast"]["config"]["autocast_bf16"] is False  # CPU: bf16 autocast is CUDA only
+    for variant in ("reference", "fast"):
+        runs = res[variant]["runs"]
+        assert [r["seed"] for r in runs] == [0, 1]
+        assert all(len(r["test_top1_per_epoch"]) == 1 for r in runs)
+    assert res["verdict"]["top1_best"]["at_parity"] is True
+    assert "top1_best: reference" in proc.stdout
