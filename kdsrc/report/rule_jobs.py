@@ -1,11 +1,13 @@
 """The bodies of the report rules (``collect``, ``render_table``, ``plot``, ``summary``).
 
-They run inside the Snakemake process (``run:`` blocks, with ``force-use-threads`` from the
-workflow profile): each is a few milliseconds of work next to the ~0.7 s a separate Python
-interpreter costs to start and import pandas, and a paper plan has 16 of them. Running in
-threads means: no ``sys.stdout`` redirection (other jobs share the process); each job writes
-its own log file, and a failure leaves its message and traceback there before Snakemake reports
-it. Outputs are written atomically by :mod:`kdsrc.report`, as before.
+``collect``, ``render_table`` and ``summary`` run inside the Snakemake process (``run:`` blocks,
+with ``force-use-threads`` from the workflow profile): each is a few milliseconds of work next to
+the ~0.7 s a separate Python interpreter costs to start and import pandas, and a paper plan has 11
+of them. ``plot`` draws figures, real CPU work, and calls :func:`plot_job` from its own script
+process so the tables' figures draw in parallel. Running in threads means: no ``sys.stdout``
+redirection (other jobs share the process); each job writes its own log file, and a failure
+leaves its message and traceback there before Snakemake reports it. Outputs are written
+atomically by :mod:`kdsrc.report`, as before.
 """
 
 from __future__ import annotations
