@@ -1,15 +1,16 @@
-"""benchmarks/throughput.py: its step timing, and a tiny end-to-end run on the CPU (the figures
-themselves come from running the script, never from a test)."""
+"""benchmarks/throughput.py and benchmarks/precision_parity.py: their arithmetic, and a tiny
+end-to-end run of each on the CPU (the figures themselves come from running the scripts, never
+from a test)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from kdsrc_testutil import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "throughput.py"
@@ -17,10 +18,7 @@ SCRIPT = REPO / "benchmarks" / "throughput.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("kdsrc_throughput_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT, "kdsrc_throughput_bench")
 
 
 def test_only_steps_inside_one_epoch_are_timed(bench):
@@ -86,10 +84,7 @@ PARITY = REPO / "benchmarks" / "precision_parity.py"
 
 @pytest.fixture(scope="module")
 def parity():
-    spec = importlib.util.spec_from_file_location("kdsrc_precision_parity", PARITY)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(PARITY, "kdsrc_precision_parity")
 
 
 def test_parity_verdict_uses_the_reference_spread(parity):

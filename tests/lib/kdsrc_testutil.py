@@ -1,5 +1,6 @@
 """Helpers shared by test modules (tests/conftest.py puts this folder on sys.path)."""
 
+import importlib.util
 import sys
 
 #: how tests start the CLI in a child process: the running interpreter, no PATH assumptions
@@ -62,3 +63,11 @@ def train_on_digits(out_dir, teacher_checkpoint, method, *, solver=None, seed: i
                    paths, device="cpu", progress=Progress(enabled=False))
     with open(paths.log_csv) as f:
         return record, list(csv.DictReader(f))
+
+
+def load_script(path, name: str):
+    """Import a script that is not in a package (benchmarks/*.py) as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

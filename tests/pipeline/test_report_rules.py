@@ -5,29 +5,22 @@ file named on the console and in the job's log, and leaves no metrics CSV behind
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
 import yaml
+from kdsrc_testutil import load_script
 from repo_copy import REPO, SNAKEMAKE, copy_repo, job_stats, run
 
 TRAINING = {"distill", "pretrain_views", "pretrain_teacher", "fetch_teachers",
             "evaluate_teacher", "teacher_cache"}
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("kdsrc_bench_records",
-                                                  REPO / "benchmarks" / "throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def quick_copy(tmp_path_factory):
     repo = copy_repo(tmp_path_factory.mktemp("report-rules") / "repo")
-    assert _bench().synthetic_records(repo, "quick") > 0
+    bench = load_script(REPO / "benchmarks" / "throughput.py", "kdsrc_bench_records")
+    assert bench.synthetic_records(repo, "quick") > 0
     return repo
 
 
