@@ -44,7 +44,7 @@ class Run:
     seed: int
     config: dict[str, Any] = field(compare=False, hash=False)
     #: whether the method loads Angular-KD views pretrained by the pipeline (stage 1)
-    pretrained_views: bool = field(default=False, compare=False)
+    needs_pretrained_views: bool = field(default=False, compare=False)
 
     @property
     def wildcards(self) -> dict[str, str]:
@@ -59,9 +59,9 @@ class Run:
     def config_hash(self) -> str:
         return config_hash(self.config)
 
-    @property
-    def needs_pretrained_views(self) -> bool:
-        return self.pretrained_views
+
+#: plan-level keys copied into every run config (values and defaults: kdsrc.config.CHOICE_KEYS)
+RUN_SWITCHES = ("mode", "precision", "channels_last", "compile")
 
 
 def _needs_pretrained_views(config: dict[str, Any]) -> bool:
@@ -138,6 +138,11 @@ class Plan:
                                     for t in self.teachers_with("pretrain")}}
 
     # -- plain accessors -------------------------------------------------------------------
+    @property
+    def _switches(self) -> dict[str, str]:
+        """The plan-wide run switches it sets (the others keep resolve_run_config's defaults)."""
+        return {k: self.data[k] for k in RUN_SWITCHES if k in self.data}
+
     @property
     def dataset(self) -> str:
         return self.data["dataset"]
@@ -231,10 +236,7 @@ class Plan:
             "method": settings,
             "solver": solver,
             "seed": seed,
-            "mode": self.data.get("mode", "reference"),
-            "precision": self.data.get("precision", "fp32"),
-            "channels_last": self.data.get("channels_last", "auto"),
-            "compile": self.data.get("compile", "auto"),
+            **self._switches,
             "teacher_cache": "auto" if self.use_teacher_cache else "off",
             "teacher": (NO_TEACHER if teacher == NO_TEACHER else
                         {"name": teacher, "checkpoint": teacher_model_path(self.dataset, teacher),
@@ -275,10 +277,7 @@ class Plan:
         return resolve_run_config({
             "dataset": self.dataset, "student": teacher, "method": VANILLA, "teacher": NO_TEACHER,
             "solver": _merge(self.data.get("solver", {}), spec.get("solver")),
-            "seed": spec.get("seed", 0), "mode": self.data.get("mode", "reference"),
-            "precision": self.data.get("precision", "fp32"),
-            "channels_last": self.data.get("channels_last", "auto"),
-            "compile": self.data.get("compile", "auto"),
+            "seed": spec.get("seed", 0), **self._switches,
         })
 
     def teachers_used(self) -> list[str]:

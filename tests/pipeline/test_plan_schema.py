@@ -98,8 +98,8 @@ def test_resolved_plan_cache_rebuilds_the_same_plan_without_the_methods(tmp_path
     assert len(files) == 1
     again = load_plan("quick", config_dir=cfg, cache_dir=cache)
     for plan in (first, again):
-        assert [(r.key, r.config, r.pretrained_views) for r in plan.runs] == \
-            [(r.key, r.config, r.pretrained_views) for r in fresh.runs]
+        assert [(r.key, r.config, r.needs_pretrained_views) for r in plan.runs] == \
+            [(r.key, r.config, r.needs_pretrained_views) for r in fresh.runs]
         assert [json.dumps(r.config, sort_keys=True) for r in plan.runs] == \
             [json.dumps(r.config, sort_keys=True) for r in fresh.runs]
         assert plan.teacher_config("resnet20") == fresh.teacher_config("resnet20")
