@@ -53,9 +53,7 @@ def parity_data(data_root: str, n_train: int | None):
     except KdsrcError:
         data, source = load_dataset("digits"), "digits (no CIFAR-100 under the data root)"
     if n_train and data.num_train > n_train:
-        from dataclasses import replace
-        data = replace(data, train_x=data.train_x[:n_train].clone(),
-                       train_y=data.train_y[:n_train].clone())
+        data = data.head(n_train)
     return data, source
 
 

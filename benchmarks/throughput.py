@@ -145,7 +145,7 @@ def benchmark_data(data_root: str, n_train: int, seed: int = 0) -> tuple[Dataset
             num_classes=100, mean=CIFAR100_MEAN, std=CIFAR100_STD, pad=4, flip=True)
         source = "synthetic, CIFAR-100 format (no CIFAR-100 under the data root)"
     if d.num_train > n_train:
-        d = replace(d, train_x=d.train_x[:n_train].clone(), train_y=d.train_y[:n_train].clone())
+        d = d.head(n_train)
     return d, source
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -68,6 +68,14 @@ class DatasetArrays:
         if split == "test":
             return self.test_x, self.test_y
         raise unknown_name("split", split, SPLITS)
+
+    def head(self, n_train: int, n_test: int | None = None) -> "DatasetArrays":
+        """A copy with the first ``n_train`` training images (and the first ``n_test`` test
+        images; None keeps the test split as it is): small real data for tests and benchmarks."""
+        test = {} if n_test is None else {"test_x": self.test_x[:n_test].clone(),
+                                          "test_y": self.test_y[:n_test].clone()}
+        return replace(self, train_x=self.train_x[:n_train].clone(),
+                       train_y=self.train_y[:n_train].clone(), **test)
 
     def __repr__(self) -> str:
         return (f"DatasetArrays(name={self.name!r}, train={self.num_train}, test={self.num_test}, "

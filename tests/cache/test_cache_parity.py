@@ -26,10 +26,7 @@ N_TRAIN, N_TEST, BATCH = 24, 32, 8
 @pytest.fixture(scope="module")
 def subset() -> DatasetArrays:
     d = load_dataset("digits")
-    return DatasetArrays(name="digits", train_x=d.train_x[:N_TRAIN].clone(),
-                         train_y=d.train_y[:N_TRAIN].clone(), test_x=d.test_x[:N_TEST].clone(),
-                         test_y=d.test_y[:N_TEST].clone(), num_classes=d.num_classes, mean=d.mean,
-                         std=d.std, pad=d.pad, flip=d.flip)
+    return d.head(N_TRAIN, N_TEST)
 
 
 @pytest.fixture(scope="module")

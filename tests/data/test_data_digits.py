@@ -136,3 +136,13 @@ def test_falls_back_to_load_digits_without_the_csv(monkeypatch, digits):
 def test_arrays_are_frozen(digits):
     with pytest.raises(AttributeError):
         digits.pad = 0  # type: ignore[misc]
+
+
+def test_head_copies_the_first_images():
+    d = load_dataset("digits")
+    small = d.head(10, 4)
+    assert (small.num_train, small.num_test) == (10, 4)
+    assert torch.equal(small.train_x, d.train_x[:10]) and torch.equal(small.test_y, d.test_y[:4])
+    assert small.train_x.data_ptr() != d.train_x.data_ptr()
+    assert (small.mean, small.std, small.pad, small.flip) == (d.mean, d.std, d.pad, d.flip)
+    assert d.head(10).test_x is d.test_x   # test split kept as it is

@@ -36,9 +36,7 @@ EPOCHS = -(-STEPS // (N_TRAIN // BATCH))  # enough whole epochs to cover STEPS
 @pytest.fixture(scope="module")
 def flipped() -> DatasetArrays:
     d = load_dataset("digits")
-    return dataclasses.replace(d, train_x=d.train_x[:N_TRAIN].clone(),
-                               train_y=d.train_y[:N_TRAIN].clone(), test_x=d.test_x[:64].clone(),
-                               test_y=d.test_y[:64].clone(), flip=True)
+    return dataclasses.replace(d.head(N_TRAIN, 64), flip=True)
 
 
 @pytest.fixture(scope="module")

@@ -127,13 +127,10 @@ def test_forward_terms_label_smoothing_and_tiny_batch():
 def test_rsd_trains_two_epochs_on_digits(tmp_path, digits_teacher, monkeypatch):
     """Two epochs on a 384-image slice of digits (96 test images), to keep the file fast."""
     import kdsrc.engine.loop as loop
-    from kdsrc.data import DatasetArrays, load_dataset
+    from kdsrc.data import load_dataset
 
     d = load_dataset("digits")
-    part = DatasetArrays(name="digits", train_x=d.train_x[:384].clone(),
-                         train_y=d.train_y[:384].clone(), test_x=d.test_x[:96].clone(),
-                         test_y=d.test_y[:96].clone(), num_classes=10, mean=d.mean, std=d.std,
-                         pad=d.pad, flip=d.flip)
+    part = d.head(384, 96)
     monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: part)
     record, rows = train_on_digits(tmp_path, digits_teacher, {"name": "rsd"}, seed=1)
     assert [r["epoch"] for r in rows] == ["1", "2"]
