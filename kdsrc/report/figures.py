@@ -34,8 +34,8 @@ CURVE_LABELS = {"test_top1": "test top-1 (%)", "test_top5": "test top-5 (%)",
 PathLike = str | Path
 #: most legend entries shown beside the curves; a longer legend goes below them in columns
 LEGEND_SIDE = 12
-#: matplotlib is not thread-safe and the plot rule runs in Snakemake's threads: one figure at a
-#: time (the GIL serialises the drawing anyway)
+#: matplotlib is not thread-safe: one figure at a time for callers that draw from threads (the
+#: plot rule itself runs as a script, one process per table; the GIL serialises drawing anyway)
 _DRAW_LOCK = threading.RLock()
 
 
