@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -128,6 +129,12 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+@functools.lru_cache(maxsize=None)
+def plan_in(name: str, config_dir: Path):
+    """A plan, resolved once per config folder (the paper plan resolves 528 runs)."""
+    return load_plan(name, config_dir=config_dir)
+
+
 # -- data and teacher ------------------------------------------------------------------------
 def benchmark_data(data_root: str, n_train: int, seed: int = 0) -> tuple[DatasetArrays, str]:
     try:
@@ -191,7 +198,7 @@ def run_config(method: str, ckpt: str, cache: str | None, nce_k: int, *, fast: b
                device: torch.device, epochs: int, batch_size: int) -> dict:
     """The paper plan's resnet32x4 -> resnet8x4 run config for ``method``, with the
     benchmark's teacher, epochs and (reduced) K."""
-    cfg = load_plan("paper", config_dir=REPO / "config").run_config(TEACHER, STUDENT, method, 0)
+    cfg = plan_in("paper", REPO / "config").run_config(TEACHER, STUDENT, method, 0)
     cfg = json.loads(json.dumps(cfg))
     m = cfg["method"]
     if m["name"] == "crd" or m.get("base") == "crd":
@@ -291,7 +298,7 @@ def _epoch_log(path: Path, epochs: int, top1: float) -> None:
 def synthetic_records(repo: Path, plan_name: str = "paper") -> int:
     """Eval records and per-epoch logs for every run and teacher of a plan (what the report
     rules read), with made-up accuracies; returns the number of runs."""
-    plan = load_plan(plan_name, config_dir=repo / "config")
+    plan = plan_in(plan_name, repo / "config")
     g = np.random.default_rng(0)
     runs = plan.runs
     for run in runs:
@@ -338,7 +345,7 @@ def measure_pipeline(work: Path) -> dict:
     dry = [SNAKEMAKE + ["-n", "--cores", "all", "--resources", "gpu=4"] for _ in range(3)]
     dry_s = [timed(c, repo)[0] for c in dry]
     n = synthetic_records(repo)
-    plan = load_plan("paper", config_dir=repo / "config")
+    plan = plan_in("paper", repo / "config")
     triggers = ["--rerun-triggers", "mtime", "params", "input"]
     # the tables alone (collect + render_table + summary): every .tex/.md and metrics.json
     only = [f"results/tables/{t}.{ext}" for t in sorted(plan.tables) for ext in ("tex", "md")]
@@ -368,7 +375,7 @@ def regenerate_in_process(repo: Path) -> dict:
     from kdsrc import report
     from kdsrc.plan import eval_csv_path
 
-    plan = load_plan("paper", config_dir=repo / "config")
+    plan = plan_in("paper", repo / "config")
     published = report.load_published(repo / "config" / "published_cifar100.csv")
     out = repo / "results" / "in_process"
     t0 = time.perf_counter()
