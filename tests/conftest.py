@@ -14,13 +14,11 @@ sys.path.insert(0, str(Path(__file__).parent / "lib"))
 
 @pytest.fixture(scope="session")
 def digits_teacher(tmp_path_factory) -> Path:
-    """final.pt of a resnet8 trained for 3 epochs on digits (a teacher for KD tests)."""
-    from kdsrc.engine import Progress, RunPaths, train
+    """final.pt of the digits teacher (``kdsrc_testutil.DIGITS_TEACHER``), trained once per session."""
+    from kdsrc_testutil import train_digits_teacher
 
     out = tmp_path_factory.mktemp("teacher")
-    train({"dataset": "digits", "student": "resnet8", "method": "vanilla",
-           "solver": {"epochs": 3, "lr_decay_epochs": [2]}, "seed": 0}, RunPaths.in_dir(out), device="cpu",
-          progress=Progress(enabled=False))
+    train_digits_teacher(out)
     return out / "final.pt"
 
 

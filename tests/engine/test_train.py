@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 
 import pytest
 import torch
 
+from kdsrc.data import load_dataset
 from kdsrc.engine import RECORD_FIELDS, Progress, RunPaths, train
 from kdsrc.errors import ConfigError, NonFiniteLossError
 from kdsrc.models import load_state_dict_file
+from kdsrc_testutil import TEACHER_FLOOR, assert_learned
 
 QUIET = Progress(enabled=False)
 
@@ -22,9 +25,11 @@ def _rows(path):
 
 
 def test_teacher_fixture_learns(digits_teacher):
-    """3 short epochs (69 steps) of resnet8 on digits: measured ~56%, 10% is chance."""
+    """8 epochs (184 steps) of resnet8 on digits: 93.9-96.9% under every kernel path, thread
+    count and seed measured (benchmarks/results/cpu-spread-teacher.json); 10% is chance. (3
+    epochs gave 33-66% on one machine alone: too short to learn the same on every CPU.)"""
     record = json.loads((digits_teacher.parent / "eval.json").read_text())
-    assert record["top1_last"] >= 40.0
+    assert_learned(record["top1_last"], TEACHER_FLOOR, "the digits teacher's test top-1")
     assert set(RECORD_FIELDS) <= set(record)
     assert record["teacher"] == "none" and record["method"] == "vanilla"
     assert record["extra_params"] == 0 and record["precision"] == "fp32"
@@ -53,11 +58,13 @@ def test_kd_logs_every_loss_term(tmp_path, digits_teacher):
 
 
 def test_non_finite_loss_names_epoch_step_and_term(tmp_path):
+    # a NaN setting is rejected when the config resolves; what still yields a non-finite loss is
+    # the data: a zero normalisation std makes every normalised pixel inf or NaN (0/0)
     paths = RunPaths.in_dir(tmp_path)
+    broken = dataclasses.replace(load_dataset("digits").head(256, 64), std=(0.0, 0.0, 0.0))
     with pytest.raises(NonFiniteLossError) as e:
-        train({"dataset": "digits", "student": "resnet8",
-               "method": {"name": "vanilla", "ce_weight": float("nan")},
-               "solver": {"epochs": 1}}, paths, device="cpu", progress=QUIET)
+        train({"dataset": "digits", "student": "resnet8", "method": "vanilla",
+               "solver": {"epochs": 1}}, paths, device="cpu", progress=QUIET, arrays=broken)
     assert "epoch 1, step 1" in str(e.value) and "loss_ce" in str(e.value)
     assert not paths.eval_json.exists() and not paths.final.exists()
     assert not list(tmp_path.glob("*.tmp"))

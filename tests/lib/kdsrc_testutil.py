@@ -1,10 +1,71 @@
 """Helpers shared by test modules (tests/conftest.py puts this folder on sys.path)."""
 
+import contextlib
 import importlib.util
 import sys
 
 #: how tests start the CLI in a child process: the running interpreter, no PATH assumptions
 KDSRC = [sys.executable, "-m", "kdsrc"]
+
+
+#: the session's digits teacher (tests/conftest.py ``digits_teacher``): resnet8, vanilla. Its
+#: length is set by the cross-CPU spread (benchmarks/cpu_spread.py, README "Tests on any CPU")
+DIGITS_TEACHER = {"dataset": "digits", "student": "resnet8", "method": "vanilla",
+                  "solver": {"epochs": 8, "lr_decay_epochs": [6]}, "seed": 0}
+
+#: solver keys that hold the learning rate at 0 from the first epoch (the schedule decays at
+#: every epoch > 0 by a factor 0): the negative control of the learning-outcome assertions
+LR_ZERO = {"lr_decay_epochs": [0], "lr_decay_rate": 0.0}
+
+
+def train_digits_teacher(out_dir, *, seed: int = 0, solver=None):
+    """Train :data:`DIGITS_TEACHER` (``seed`` and ``solver`` keys replaced) quietly on the CPU into
+    ``out_dir`` (final.pt, eval.json, log.csv); return the eval record."""
+    from kdsrc.engine import Progress, RunPaths, train
+
+    cfg = {**DIGITS_TEACHER, "seed": seed,
+           "solver": {**DIGITS_TEACHER["solver"], **(solver or {})}}
+    return train(cfg, RunPaths.in_dir(out_dir), device="cpu", progress=Progress(enabled=False))
+
+
+#: accuracy floor (%) of the digits teacher and of what it scores on training batches: measured
+#: 93.9-98.4 under every kernel path and thread count (benchmarks/results/cpu-spread-*.json),
+#: chance 10%, an untrained or learning-rate-0 network ~10% (tests/engine/test_learning_checks.py)
+TEACHER_FLOOR = 80.0
+#: how far a loss must fall over a 2-epoch method test: measured falls 2.2-2.7 on every kernel
+#: path; at learning rate 0 the same losses move by at most ~0.12 (augmentation, batch order)
+DROP_MARGIN = 0.5
+
+
+def assert_learned(top1: float, floor: float, what: str = "top-1") -> None:
+    """A short run learned: its accuracy (%) reaches ``floor``, set far below what any CPU
+    measured (benchmarks/results/cpu-spread-*.json) and far above chance. The negative
+    controls (tests/engine/test_learning_checks.py) show an untrained network and a run at
+    learning rate 0 fail it."""
+    assert top1 >= floor, f"{what} {top1:.2f}% is below {floor}%: the run did not learn"
+
+
+def assert_decreased(first: float, last: float, margin: float, what: str = "loss") -> None:
+    """A loss fell by at least ``margin``: several times what it moves at learning rate 0 (batch
+    order and augmentation alone), so that noise cannot pass it."""
+    assert first - last >= margin, (f"{what} fell {first - last:.4g} ({first:.4g} -> {last:.4g}), "
+                                    f"less than the required {margin:.4g}")
+
+
+@contextlib.contextmanager
+def digits_head(n_train: int, n_test: int):
+    """Within the block, the engine trains on the first ``n_train`` / ``n_test`` digits images
+    (a smaller run of the same data, to keep a test fast)."""
+    import kdsrc.engine.loop as loop
+    from kdsrc.data import load_dataset
+
+    part = load_dataset("digits").head(n_train, n_test)
+    real = loop.load_dataset
+    loop.load_dataset = lambda *a, **k: part
+    try:
+        yield part
+    finally:
+        loop.load_dataset = real
 
 
 def step_losses():

@@ -16,7 +16,8 @@ from kdsrc.engine import RunPaths
 from kdsrc.errors import ConfigError
 from kdsrc.losses import angular as A
 from kdsrc.models import build_model
-from kdsrc_testutil import digits_setup, train_on_digits
+from kdsrc_testutil import (DROP_MARGIN, TEACHER_FLOOR, assert_decreased, assert_learned,
+                            digits_setup, train_on_digits)
 
 REGISTERED_BASES = [b for b in BASES if b in METHODS]
 VIEW_COLUMNS = [f"view{i}_top1" for i in range(1, 6)] + [
@@ -182,9 +183,11 @@ def test_kd_plugin_trains_two_epochs_with_every_term_logged(tmp_path, digits_tea
         assert 0.0 < float(r["view_pair_angle_deg"]) < 180.0
         assert 0.0 <= float(r["ensemble_top1"]) <= 100.0
     # the teacher (trained on digits) is far better than chance on the training batches
-    assert float(rows[-1]["teacher_top1"]) > 30.0
-    # views are trained jointly: they learn to classify (view CE falls)
-    assert float(rows[-1]["loss_view_ce"]) < float(rows[0]["loss_view_ce"])
+    assert_learned(float(rows[-1]["teacher_top1"]), TEACHER_FLOOR, "teacher top-1 on batches")
+    # views are trained jointly: they learn to classify (view CE falls by far more than the
+    # ~0.01 it moves at learning rate 0)
+    assert_decreased(float(rows[0]["loss_view_ce"]), float(rows[-1]["loss_view_ce"]),
+                     DROP_MARGIN, "view CE")
     views_params = 5 * ((64 * 64 + 64) + 2 * 64 + (64 * 10 + 10))
     assert record["extra_params"] == views_params
     assert record["switches"]["base"] == "kd" and record["switches"]["views"] == "joint"

@@ -11,7 +11,7 @@ from kdsrc.distillers import METHODS, DistillContext, StepState, build_distiller
 from kdsrc.errors import ConfigError
 from kdsrc.losses import batch_standardize, rsd_loss
 from kdsrc.models import build_model, feature_dims
-from kdsrc_testutil import train_on_digits
+from kdsrc_testutil import DROP_MARGIN, assert_decreased, digits_head, train_on_digits
 
 
 def reference_rsd_loss(feats_stu, feats_tea, kappa=0.01):
@@ -124,15 +124,10 @@ def test_forward_terms_label_smoothing_and_tiny_batch():
     assert float(one["loss_rsd"].detach()) == 0.0
 
 
-def test_rsd_trains_two_epochs_on_digits(tmp_path, digits_teacher, monkeypatch):
+def test_rsd_trains_two_epochs_on_digits(tmp_path, digits_teacher):
     """Two epochs on a 384-image slice of digits (96 test images), to keep the file fast."""
-    import kdsrc.engine.loop as loop
-    from kdsrc.data import load_dataset
-
-    d = load_dataset("digits")
-    part = d.head(384, 96)
-    monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: part)
-    record, rows = train_on_digits(tmp_path, digits_teacher, {"name": "rsd"}, seed=1)
+    with digits_head(384, 96):
+        record, rows = train_on_digits(tmp_path, digits_teacher, {"name": "rsd"}, seed=1)
     assert [r["epoch"] for r in rows] == ["1", "2"]
     for r in rows:
         for col in ("loss_ce", "loss_rsd", "train_loss", "test_top1"):
@@ -140,8 +135,10 @@ def test_rsd_trains_two_epochs_on_digits(tmp_path, digits_teacher, monkeypatch):
         assert math.isclose(float(r["loss_ce"]) + float(r["loss_rsd"]), float(r["train_loss"]),
                             rel_tol=1e-4)
         assert float(r["loss_rsd"]) > 0
-    # the RSD term goes down as the projected student feature aligns with the teacher's
-    assert float(rows[1]["loss_rsd"]) < float(rows[0]["loss_rsd"])
+    # the RSD term goes down as the projected student feature aligns with the teacher's (by far
+    # more than the ~0.12 it moves at learning rate 0)
+    assert_decreased(float(rows[0]["loss_rsd"]), float(rows[1]["loss_rsd"]), DROP_MARGIN,
+                     "RSD term")
     assert record["extra_params"] == 2 * 64 * 64 + 2 * 2 * 64 + 2 * 64 * 64
     assert record["switches"] == {"ce_weight": 1.0, "rsd_weight": 0.1, "kappa": 0.01, "gamma": 2,
                                   "label_smoothing": 0.0}
