@@ -68,8 +68,9 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     for name, cls in sorted(METHODS.items()):
         print(f"{name:12s} {cls.summary}")
         if args.verbose:
-            for key, value in cls.defaults.items():
-                print(f"    {key}: {value!r}")
+            for setting in cls.declared:
+                print(f"    {setting.name}: {setting.default!r}  -- {setting.meaning}; "
+                      f"allowed: {setting.allowed()}")
     return 0
 
 
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the model zoo")
     m.set_defaults(func=_cmd_models)
     me = sub.add_parser("methods", help="list distillation methods")
-    me.add_argument("-v", "--verbose", action="store_true", help="show each method's defaults")
+    me.add_argument("-v", "--verbose", action="store_true", help="show each method's settings: default, meaning and allowed values")
     me.set_defaults(func=_cmd_methods)
 
     pv = sub.add_parser(

@@ -27,49 +27,60 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, unknown_name
+from .settings import Setting, check_all, choice, defaults_of, flag, without_new_defaults
 
 #: students that the reference recipes train with lr 0.01 instead of 0.05
 LOW_LR_STUDENTS = frozenset({"MobileNetV2", "ShuffleV1", "ShuffleV2"})
 
-SOLVER_DEFAULTS: dict[str, Any] = {
-    "epochs": 240,
-    "batch_size": 64,
-    "lr": None,  # None: 0.05, or 0.01 for LOW_LR_STUDENTS (the reference recipes)
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "nesterov": False,
-    "lr_decay_epochs": [150, 180, 210],
-    "lr_decay_rate": 0.1,
-    "warmup_epochs": 0,
-    # "linear": lr·epoch/w for the first w epochs. "ldrld_as_coded": LDRLD's
-    # adjust_learning_rate_wram_up, whose LR sticks at (w-1)/w·lr from epoch w until the first
-    # decay (0.0475 for lr 0.05, w 20) because the base LR is never written back.
-    "warmup_mode": "linear",
-    "eval_batch_size": 256,
-}
 WARMUP_MODES = ("linear", "ldrld_as_coded")
-TEACHER_CACHE_MODES = ("auto", "off")
-MODES = ("reference", "fast")
-PRECISIONS = ("fp32", "bf16")
-#: "auto": channels_last in fast mode, contiguous in reference mode
-CHANNELS_LAST_MODES = ("auto", "on", "off")
-#: "auto": torch.compile the student (and a live teacher) in fast mode on CUDA
-COMPILE_MODES = ("auto", "on", "off")
-TOP_KEYS = ("dataset", "teacher", "student", "method", "solver", "seed", "mode", "precision",
-            "teacher_cache", "channels_last", "compile")
-#: top-level keys with a fixed set of values, the first being the default
-CHOICE_KEYS = {"mode": MODES, "precision": PRECISIONS, "teacher_cache": TEACHER_CACHE_MODES,
-               "channels_last": CHANNELS_LAST_MODES, "compile": COMPILE_MODES}
+
+#: the solver (the reference recipe: mdistiller's CIFAR-100 SGD); the plan schema's solver
+#: definition is built from these declarations
+SOLVER: tuple[Setting, ...] = (
+    Setting("epochs", 240, "training epochs", type="integer", low=1),
+    Setting("batch_size", 64, "training batch size", type="integer", low=1),
+    Setting("lr", None, "initial learning rate; null: 0.05, or 0.01 for MobileNetV2, ShuffleV1 "
+            "and ShuffleV2 students (the reference recipes)", above=0.0, nullable=True),
+    Setting("momentum", 0.9, "SGD momentum", low=0.0),
+    Setting("weight_decay", 5e-4, "SGD weight decay", low=0.0),
+    flag("nesterov", False, "Nesterov momentum"),
+    Setting("lr_decay_epochs", [150, 180, 210], "epochs after which the LR is multiplied by "
+            "lr_decay_rate", type="integers", low=0, increasing=True),
+    Setting("lr_decay_rate", 0.1, "LR factor at each decay epoch", low=0.0),
+    Setting("warmup_epochs", 0, "epochs of LR warm-up (0: none; at most solver.epochs)",
+            type="integer", low=0),
+    # "ldrld_as_coded": LDRLD's adjust_learning_rate_wram_up, whose LR sticks at (w-1)/w·lr from
+    # epoch w until the first decay (0.0475 for lr 0.05, w 20): the base LR is never written back
+    choice("warmup_mode", "linear", WARMUP_MODES, "linear: lr·epoch/w for the first w epochs; "
+           "ldrld_as_coded: LDRLD's warm-up as its code runs"),
+    Setting("eval_batch_size", 256, "test batch size", type="integer", low=1),
+)
+SOLVER_DEFAULTS: dict[str, Any] = defaults_of(SOLVER)
+
+#: run keys with a fixed set of values (the plan schema's mode, precision, channels_last and
+#: compile are built from these declarations)
+RUN_CHOICES: tuple[Setting, ...] = (
+    choice("mode", "reference", ("reference", "fast"), "reference: the published recipe "
+           "(fp32, PIL pipeline semantics); fast: device data, teacher cache, bf16, compile"),
+    choice("precision", "fp32", ("fp32", "bf16"), "bf16: autocast on CUDA (fp32 elsewhere)"),
+    choice("teacher_cache", "auto", ("auto", "off"), "read a precomputed teacher cache where "
+           "the method allows"),
+    choice("channels_last", "auto", ("auto", "on", "off"),
+           "memory format of images and models; auto: channels_last in fast mode"),
+    choice("compile", "auto", ("auto", "on", "off"),
+           "torch.compile the networks; auto: in fast mode on CUDA"),
+)
+CHOICE_KEYS = {s.name: s.choices for s in RUN_CHOICES}
+SEED = Setting("seed", 0, "the run's seed (data order, augmentation, initialisation)",
+               type="integer", low=0)
+TOP_KEYS = ("dataset", "teacher", "student", "method", "solver", "seed",
+            *(s.name for s in RUN_CHOICES))
 #: keys whose "auto" value the mode (and the device) decide: left out of the config hash
 AUTO_KEYS = ("channels_last", "compile")
 
 
 def default_lr(student: str) -> float:
     return 0.01 if student in LOW_LR_STUDENTS else 0.05
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _require(cond: bool, key: str, msg: str) -> None:
@@ -79,32 +90,9 @@ def _require(cond: bool, key: str, msg: str) -> None:
 
 def _resolve_solver(raw: Any, student: str) -> dict[str, Any]:
     _require(raw is None or isinstance(raw, dict), "solver", "must be a mapping")
-    solver = copy.deepcopy(SOLVER_DEFAULTS)
-    for key, value in (raw or {}).items():
-        _require(key in SOLVER_DEFAULTS, f"solver.{key}",
-                 f"unknown key; allowed: {', '.join(SOLVER_DEFAULTS)}")
-        solver[key] = value
-    for key in ("epochs", "batch_size", "warmup_epochs", "eval_batch_size"):
-        v = solver[key]
-        _require(isinstance(v, int) and not isinstance(v, bool), f"solver.{key}",
-                 f"expected an integer, got {v!r}")
-        _require(v >= (0 if key == "warmup_epochs" else 1), f"solver.{key}", f"out of range: {v}")
+    solver = check_all(SOLVER, raw, prefix="solver.", unknown="key")
     if solver["lr"] is None:
         solver["lr"] = default_lr(student)
-    for key in ("lr", "momentum", "weight_decay", "lr_decay_rate"):
-        v = solver[key]
-        _require(_is_number(v), f"solver.{key}", f"expected a number, got {v!r}")
-        _require(v >= 0, f"solver.{key}", f"must be >= 0, got {v}")
-        solver[key] = float(v)
-    _require(solver["lr"] > 0, "solver.lr", "must be > 0")
-    _require(isinstance(solver["nesterov"], bool), "solver.nesterov", "expected true/false")
-    _require(solver["warmup_mode"] in WARMUP_MODES, "solver.warmup_mode",
-             f"expected one of {', '.join(WARMUP_MODES)}, got {solver['warmup_mode']!r}")
-    stages = solver["lr_decay_epochs"]
-    _require(isinstance(stages, list) and all(isinstance(s, int) and not isinstance(s, bool)
-                                              for s in stages),
-             "solver.lr_decay_epochs", f"expected a list of integers, got {stages!r}")
-    _require(stages == sorted(stages), "solver.lr_decay_epochs", "must be increasing")
     _require(solver["warmup_epochs"] <= solver["epochs"], "solver.warmup_epochs",
              "cannot exceed solver.epochs")
     return solver
@@ -139,7 +127,7 @@ def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:
 
     Raises :class:`ConfigError` naming the first bad key.
     """
-    from .data import DATASET_NAMES
+    from .dataset_facts import DATASET_FACTS, DATASET_NAMES
     from .distillers import METHODS, resolve_settings
     from .models import MODEL_NAMES
 
@@ -168,30 +156,21 @@ def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:
     if name not in METHODS:
         raise unknown_name("method", name, METHODS)
     settings = resolve_settings(name, {k: v for k, v in method.items() if k != "name"})
+    METHODS[name].check_dataset(settings, DATASET_FACTS[dataset])
 
     teacher = _resolve_teacher(raw.get("teacher", "none"))
     if METHODS[name].needs_teacher and teacher is None:
         raise ConfigError(f"teacher: method {name!r} needs a teacher, but none is given")
 
-    seed = raw.get("seed", 0)
-    _require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed",
-             f"expected a non-negative integer, got {seed!r}")
     return {
         "dataset": dataset,
         "teacher": teacher,
         "student": student,
         "method": {"name": name, **settings},
         "solver": _resolve_solver(raw.get("solver"), student),
-        "seed": seed,
-        **{key: _choice(raw, key, choices) for key, choices in CHOICE_KEYS.items()},
+        "seed": SEED.check(raw.get("seed", SEED.default)),
+        **{c.name: c.check(raw.get(c.name, c.default)) for c in RUN_CHOICES},
     }
-
-
-def _choice(raw: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    """``raw[key]`` (default: the first choice), which must be one of ``choices``."""
-    value = raw.get(key, choices[0])
-    _require(value in choices, key, f"expected one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 def uses_channels_last(cfg: dict[str, Any]) -> bool:
@@ -212,6 +191,21 @@ def uses_compile(cfg: dict[str, Any], device_type: str) -> bool:
     return cfg["compile"] == "on"
 
 
+def canonical(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without the settings declared ``identity_at_default=False`` that hold
+    their default (see :mod:`kdsrc.settings`): what a plan hands to the rules, whose params
+    Snakemake compares. Resolving it again gives ``cfg`` back, so declaring a new setting
+    changes neither the params nor ``config_hash`` of a run that leaves it at its default."""
+    from .distillers import get_method
+
+    out = copy.deepcopy(cfg)
+    method = dict(out["method"])
+    name = method.pop("name")
+    out["method"] = {"name": name, **get_method(name).canonical_settings(method)}
+    out["solver"] = without_new_defaults(SOLVER, out["solver"])
+    return without_new_defaults(RUN_CHOICES, out)
+
+
 def identity(cfg: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved config that defines the run (no file locations).
 
@@ -219,7 +213,7 @@ def identity(cfg: dict[str, Any]) -> dict[str, Any]:
     ``_checkpoint`` (e.g. pretrained Angular-KD views): where a file lies is not what the run is;
     ``channels_last: auto`` and ``compile: auto``, which ``mode`` (and the device) decide.
     """
-    ident = copy.deepcopy(cfg)
+    ident = canonical(cfg)
     if ident.get("teacher"):
         ident["teacher"] = {"name": ident["teacher"]["name"]}
     ident["method"] = {k: v for k, v in ident["method"].items() if not k.endswith("_checkpoint")}

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from .atomicio import atomic_write_text
-from .config import config_hash, resolve_run_config
+from .config import canonical, config_hash, resolve_run_config
 from .errors import ConfigError
 
 REPO_CONFIG = Path("config")
@@ -68,9 +68,7 @@ def _needs_pretrained_views(config: dict[str, Any]) -> bool:
     from .distillers import get_method
 
     method = dict(config["method"])
-    cls = get_method(method.pop("name"))
-    check = getattr(cls, "needs_pretrained_views", None)
-    return bool(check(method)) if callable(check) else False
+    return get_method(method.pop("name")).needs_pretrained_views(method)
 
 
 def _format_path(path) -> str:
@@ -82,7 +80,7 @@ def validate_schema(plan: Any, schema_path: str | Path = SCHEMA_PATH, *, name: s
     """Validate against the JSON schema; the error names the key and what is allowed."""
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = declared_schema(yaml.safe_load(Path(schema_path).read_text()))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(plan), key=lambda e: (len(e.path), list(e.path)))
     if errors:
@@ -95,6 +93,21 @@ def validate_schema(plan: Any, schema_path: str | Path = SCHEMA_PATH, *, name: s
             detail = f"{e.instance!r} is not allowed; allowed values: " + \
                      ", ".join(map(str, e.validator_value))
         raise ConfigError(f"{name}: {_format_path(e.path)}: {detail}")
+
+
+def declared_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The plan schema with the solver keys, the run keys (mode, precision, channels_last,
+    compile) and the dataset names filled in from their one declaration (:mod:`kdsrc.config`,
+    :mod:`kdsrc.dataset_facts`)."""
+    from .config import RUN_CHOICES, SOLVER
+    from .dataset_facts import DATASET_NAMES
+
+    schema["properties"]["dataset"] = {"enum": list(DATASET_NAMES)}
+    schema["$defs"]["solver"]["properties"] = {s.name: s.json_schema() for s in SOLVER}
+    for s in RUN_CHOICES:
+        if s.name in RUN_SWITCHES:
+            schema["properties"][s.name] = s.json_schema()
+    return schema
 
 
 def _merge(base: dict, override: dict | None) -> dict:
@@ -127,7 +140,10 @@ class Plan:
             self._teacher_configs = dict(resolved["teacher_configs"])
         else:
             self._check_references()
-            self.runs  # resolve every run now: a bad method setting fails before any job starts
+            # resolve every run and teacher now: a bad setting fails before any job starts
+            self.runs
+            for t in self.teachers_with("pretrain"):
+                self._teacher_configs[t] = self.teacher_config(t)
         self._by_key = {r.key: r for r in self.runs}
 
     def resolved(self) -> dict[str, Any]:
@@ -244,7 +260,7 @@ class Plan:
                                    if self.use_teacher_cache else None)}),
         }
         try:
-            return resolve_run_config(raw)
+            return canonical(resolve_run_config(raw))
         except ConfigError as e:
             where = f"methods.{method}" + (f" ({teacher}->{student})" if override else "")
             raise ConfigError(f"{self.name}: {where}: {e} [kdsrc method {kd_method!r}]") from None
@@ -274,11 +290,15 @@ class Plan:
         if teacher in self._teacher_configs:
             return copy.deepcopy(self._teacher_configs[teacher])
         spec = self.teachers[teacher]
-        return resolve_run_config({
-            "dataset": self.dataset, "student": teacher, "method": VANILLA, "teacher": NO_TEACHER,
-            "solver": _merge(self.data.get("solver", {}), spec.get("solver")),
-            "seed": spec.get("seed", 0), **self._switches,
-        })
+        try:
+            return canonical(resolve_run_config({
+                "dataset": self.dataset, "student": teacher, "method": VANILLA,
+                "teacher": NO_TEACHER, "solver": _merge(self.data.get("solver", {}),
+                                                        spec.get("solver")),
+                "seed": spec.get("seed", 0), **self._switches,
+            }))
+        except ConfigError as e:
+            raise ConfigError(f"{self.name}: teachers.{teacher}: {e}") from None
 
     def teachers_used(self) -> list[str]:
         return sorted({r.teacher for r in self.runs if r.teacher != NO_TEACHER} |

@@ -19,10 +19,9 @@ from kdsrc.data.augment import (ReferenceDataset, augment, crop_flip_u8, normali
                                 reference_transform)
 from kdsrc.data.cifar import CIFAR100_MD5, CIFAR100_URL, load_cifar100
 from kdsrc.data.digits import DIGITS_SPLIT, load_digits_arrays
+from kdsrc.dataset_facts import DATASET_FACTS, DATASET_NAMES, DatasetFacts
 from kdsrc.data.loader import Batch, DeviceLoader, EpochDraws, epoch_draws, epoch_seed
 from kdsrc.errors import unknown_name
-
-DATASET_NAMES = ("cifar100", "digits")
 
 
 def load_dataset(name: str, root: str | Path = "data", download: bool = False) -> DatasetArrays:
@@ -42,7 +41,7 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = False) -
 
 
 __all__ = [
-    "DATASET_NAMES", "SPLITS", "load_dataset", "DatasetArrays", "DeviceLoader", "Batch",
+    "DATASET_NAMES", "DATASET_FACTS", "DatasetFacts", "SPLITS", "load_dataset", "DatasetArrays", "DeviceLoader", "Batch",
     "EpochDraws", "epoch_draws", "epoch_seed", "augment", "crop_flip_u8", "normalize_u8",
     "reference_transform", "ReferenceDataset", "load_cifar100", "load_digits_arrays",
     "CIFAR100_URL", "CIFAR100_MD5", "DIGITS_SPLIT",

@@ -102,6 +102,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..losses import angular as A
+from ..settings import Setting, choice, temperature, weight
 from .base import Distiller, TeacherOutputs
 from .registry import build_distiller, get_method, register, resolve_settings
 from .views import (MAX_VIEWS, AngularRecipe, TeacherInputAugment, ViewGenerator, ViewMeter,
@@ -146,30 +147,6 @@ def preset_switches(preset: str, base: str) -> dict[str, Any]:
     raise ConfigError(f"method.preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
 
 
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"method.{key}: expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _number(key: str, value: Any, *, low: float = 0.0, strict: bool = False,
-            high: float | None = None) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = (value > low if strict else value >= low) and (high is None or value <= high)
-    if not ok:
-        rng = f"{'>' if strict else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-        raise ConfigError(f"method.{key}: expected a number {rng}, got {value!r}")
-    return value
-
-
-def _on_off(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return _choice("teacher_input_aug", value, ("off", "on"))
-
-
 @register
 class AngularKD(Distiller):
     name = "angularkd"
@@ -178,33 +155,42 @@ class AngularKD(Distiller):
     #: the views read the teacher's logits and pooled feature, so a teacher cache must hold both
     #: (the base reads it only if its own needs allow, see ``__init__``)
     cache_needs = frozenset({"logits", "pooled_feat"})
-    defaults = {
-        "base": "crd",
-        "base_settings": {},
-        "preset": "official",
-        "views": None,
-        "views_checkpoint": None,
-        "frozen_views_mode": "train",
-        "angles": None,
-        "ensemble_norm": None,
-        "teacher_input_aug": None,
-        "ensemble_temperature": None,
-        "angular_temperature": None,
-        "num_views": 5,
-        "margin_feat": 0.2,
-        "margin_logit": 0.2,
-        "kappa": 0.07,
-        "w_feat_inter": 0.1,
-        "w_feat_intra": 1.0,
-        "w_logit_inter": 1.0,
-        "w_logit_intra": 1.0,
-        "w_view_ce": 0.8,
-        "view_weight": 0.8,
-        "teacher_weight": 1.0,
-        "pretrain_epochs": 30,
-        "pretrain_lr": 0.1,
-        "pretrain_milestones": [10, 20],
-    }
+    declared = (
+        choice("base", "crd", BASES, "the distiller the view ensemble feeds"),
+        Setting("base_settings", {}, "the base distiller's settings (checked as that method's)",
+                type="mapping"),
+        choice("preset", "official", PRESETS, "switch bundle for the settings left null: the "
+               "official code, a clean reading of the paper, or none"),
+        choice("views", None, VIEW_MODES, "view branches trained jointly, pretrained (stage 1), "
+               "or pretrained then fine-tuned", nullable=True),
+        Setting("views_checkpoint", None, "stage-1 views file (the pipeline sets it)",
+                type="path", nullable=True),
+        choice("frozen_views_mode", "train", FROZEN_VIEW_MODES, "BatchNorm mode of frozen views"),
+        choice("angles", None, A.ANGLES, "angle computation: as coded, or exact", nullable=True),
+        choice("ensemble_norm", None, A.ENSEMBLE_NORMS, "normalisation of the ensemble weights",
+               nullable=True),
+        choice("teacher_input_aug", None, ("off", "on"), "augment the teacher's input (live "
+               "teacher only)", nullable=True, also=(True, False)),
+        Setting("ensemble_temperature", None, "temperature of the view ensemble, or 'loss' (the "
+                "base's)", above=0.0, nullable=True, also=("loss",)),
+        Setting("angular_temperature", None, "temperature of the angular logit losses (default: "
+                "the base's)", above=0.0, nullable=True),
+        Setting("num_views", 5, "view branches", type="integer", low=2, high=MAX_VIEWS),
+        Setting("margin_feat", 0.2, "angular margin of the feature losses", low=0.0, high=2.0),
+        Setting("margin_logit", 0.2, "angular margin of the logit losses", low=0.0, high=2.0),
+        temperature("kappa", 0.07, "temperature of the angular intra losses"),
+        weight("w_feat_inter", 0.1, "weight of the feature inter-view loss"),
+        weight("w_feat_intra", 1.0, "weight of the feature view-teacher loss"),
+        weight("w_logit_inter", 1.0, "weight of the logit inter-view loss"),
+        weight("w_logit_intra", 1.0, "weight of the logit view-teacher loss"),
+        weight("w_view_ce", 0.8, "weight of the views' cross-entropy"),
+        weight("view_weight", 0.8, "weight of the views in the ensemble"),
+        weight("teacher_weight", 1.0, "weight of the teacher in the ensemble"),
+        Setting("pretrain_epochs", 30, "stage-1 view pretraining epochs", type="integer", low=1),
+        Setting("pretrain_lr", 0.1, "stage-1 learning rate", above=0.0),
+        Setting("pretrain_milestones", [10, 20], "stage-1 LR decay epochs", type="integers",
+                low=0, increasing=True),
+    )
 
     @classmethod
     def cache_needs_for(cls, settings: dict[str, Any] | None) -> frozenset[str] | None:
@@ -228,71 +214,39 @@ class AngularKD(Distiller):
         """
         given = dict(settings or {})
         given.pop("name", None)
-        unknown = sorted(set(given) - set(cls.defaults))
-        if unknown:
-            raise ConfigError(f"method.{unknown[0]}: unknown setting for method 'angularkd'; "
-                              f"allowed: {', '.join(sorted(cls.defaults))}")
-        s = {**cls.defaults, **given}
-        base = _choice("base", s["base"], BASES)
-        base_cls = get_method(base)
-        preset = _choice("preset", s["preset"], PRESETS)
-        bundle = preset_switches(preset, base)
+        s = super().finalize_settings(given)
+        base_cls = get_method(s["base"])
+        bundle = preset_switches(s["preset"], s["base"])
         for key in PRESET_KEYS:
             if s[key] is None:
                 s[key] = bundle[key]
-        s["views"] = _choice("views", s["views"], VIEW_MODES)
-        s["angles"] = _choice("angles", s["angles"], A.ANGLES)
-        s["ensemble_norm"] = _choice("ensemble_norm", s["ensemble_norm"], A.ENSEMBLE_NORMS)
-        s["teacher_input_aug"] = _on_off(s["teacher_input_aug"])
-        s["frozen_views_mode"] = _choice("frozen_views_mode", s["frozen_views_mode"],
-                                         FROZEN_VIEW_MODES)
-        if s["ensemble_temperature"] != "loss":
-            s["ensemble_temperature"] = _number("ensemble_temperature", s["ensemble_temperature"],
-                                                strict=True)
-        ckpt = s["views_checkpoint"]
-        if ckpt is not None and not isinstance(ckpt, str):
-            raise ConfigError(f"method.views_checkpoint: expected a path, got {ckpt!r}")
-
-        base_given = s["base_settings"]
-        if not isinstance(base_given, dict):
-            raise ConfigError(f"method.base_settings: expected a mapping, got {base_given!r}")
-        base_given = dict(base_given)
-        for key, value in PLUGIN_BASE_SETTINGS[preset].get(base, {}).items():
+        if isinstance(s["teacher_input_aug"], bool):
+            s["teacher_input_aug"] = "on" if s["teacher_input_aug"] else "off"
+        base_given = dict(s["base_settings"])
+        for key, value in PLUGIN_BASE_SETTINGS[s["preset"]].get(s["base"], {}).items():
             if key in base_cls.defaults:
                 base_given.setdefault(key, value)
         try:
-            s["base_settings"] = resolve_settings(base, base_given)
+            s["base_settings"] = resolve_settings(s["base"], base_given)
         except ConfigError as e:
-            raise ConfigError(f"method.base_settings ({base}): {e}") from None
-
+            raise ConfigError(f"method.base_settings ({s['base']}): {e}") from None
         if s["angular_temperature"] is None:
             bs = s["base_settings"]
             s["angular_temperature"] = float(bs.get("temperature", bs.get("kd_temperature", 4.0)))
-        s["angular_temperature"] = _number("angular_temperature", s["angular_temperature"],
-                                           strict=True)
-        n = s["num_views"]
-        if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_VIEWS:
-            raise ConfigError(f"method.num_views: expected an integer in 2..{MAX_VIEWS}, got {n!r}")
-        for key in ("margin_feat", "margin_logit"):
-            s[key] = _number(key, s[key], high=2.0)
-        s["kappa"] = _number("kappa", s["kappa"], strict=True)
-        for key in ("w_feat_inter", "w_feat_intra", "w_logit_inter", "w_logit_intra", "w_view_ce",
-                    "view_weight", "teacher_weight"):
-            s[key] = _number(key, s[key])
         if s["view_weight"] + s["teacher_weight"] <= 0:
             raise ConfigError("method.view_weight, teacher_weight: at least one must be > 0")
-        e = s["pretrain_epochs"]
-        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
-            raise ConfigError(f"method.pretrain_epochs: expected a positive integer, got {e!r}")
-        s["pretrain_lr"] = _number("pretrain_lr", s["pretrain_lr"], strict=True)
-        ms = s["pretrain_milestones"]
-        if (not isinstance(ms, (list, tuple))
-                or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
-                or list(ms) != sorted(ms)):
-            raise ConfigError(f"method.pretrain_milestones: expected an increasing list of "
-                              f"epochs, got {ms!r}")
-        s["pretrain_milestones"] = list(ms)
         return s
+
+    @classmethod
+    def canonical_settings(cls, settings):
+        s = super().canonical_settings(settings)
+        s["base_settings"] = get_method(settings["base"]).canonical_settings(
+            settings["base_settings"])
+        return s
+
+    @classmethod
+    def check_dataset(cls, settings, facts):
+        get_method(settings["base"]).check_dataset(settings["base_settings"], facts)
 
     @classmethod
     def needs_pretrained_views(cls, settings: dict[str, Any]) -> bool:

@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..dataset_facts import DatasetFacts
+from ..settings import Setting, check_all, defaults_of, without_new_defaults
+
 
 @dataclass
 class DistillContext:
@@ -46,6 +49,26 @@ class DistillContext:
     #: an open :class:`kdsrc.cache.TeacherCache` when the run reads precomputed teacher outputs
     #: (the engine opens it only if it holds the method's ``cache_needs``), else None
     teacher_cache: Any = None
+
+
+def facts_of_labels(labels: torch.Tensor, *, name: str, num_classes: int | None = None
+                    ) -> DatasetFacts:
+    """The :class:`DatasetFacts` of the training labels a run actually has (a dataset's subset,
+    synthetic data): what :meth:`Distiller.check_dataset` checks when a distiller is built."""
+    labels = torch.as_tensor(labels).reshape(-1).to(torch.int64).cpu()
+    counts = torch.bincount(labels) if labels.numel() else torch.zeros(1, dtype=torch.int64)
+    return DatasetFacts(name, classes=num_classes or int(counts.numel()),
+                        train_images=int(labels.numel()), test_images=0,
+                        largest_class=int(counts.max()))
+
+
+def facts_of(ctx: DistillContext) -> DatasetFacts:
+    """The facts of the data a distiller is built for (its context)."""
+    if ctx.train_labels is not None:
+        return facts_of_labels(ctx.train_labels, name="this run's training data",
+                               num_classes=ctx.num_classes)
+    return DatasetFacts("this run's training data", classes=ctx.num_classes,
+                        train_images=ctx.num_train, test_images=0, largest_class=0)
 
 
 @dataclass
@@ -79,10 +102,13 @@ class StepState:
 
 
 class Distiller(nn.Module):
-    """Base class. Subclasses set ``name``, ``defaults`` and implement :meth:`forward_train`."""
+    """Base class. Subclasses set ``name``, ``declared`` and implement :meth:`forward_train`."""
 
     name: ClassVar[str] = ""
-    #: the method's settings with their reference defaults; the run config may override them
+    #: the method's settings, each declared once (name, type, reference default, allowed
+    #: values, meaning): they validate every run when a plan loads and in ``kdsrc train``
+    declared: ClassVar[tuple[Setting, ...]] = ()
+    #: ``{name: default}`` of ``declared`` (derived, never written by hand)
     defaults: ClassVar[dict[str, Any]] = {}
     #: whether the method needs a teacher network (``vanilla`` does not)
     needs_teacher: ClassVar[bool] = True
@@ -93,6 +119,37 @@ class Distiller(nn.Module):
     #: for the teacher forward; None (methods that read feature maps, or run the teacher on
     #: other inputs than the batch's own augmented images) = the method cannot use a cache
     cache_needs: ClassVar[frozenset[str] | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.defaults = defaults_of(cls.declared)
+
+    # -- hooks the pipeline calls before anything is built (plans load without the data) -------
+    @classmethod
+    def finalize_settings(cls, settings: dict[str, Any] | None) -> dict[str, Any]:
+        """The complete, checked settings of a run: defaults filled in, every declared value
+        checked, then whatever depends on several settings. Idempotent. Methods with presets
+        (Angular-KD) also fill in what the preset implies, so the run config and the eval record
+        hold concrete values."""
+        return check_all(cls.declared, settings, prefix="method.",
+                         unknown=f"setting for method {cls.name!r}")
+
+    @classmethod
+    def canonical_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """Finalized settings as they enter the run's identity (``config_hash``, rule params):
+        without the settings declared ``identity_at_default=False`` that hold their default."""
+        return without_new_defaults(cls.declared, settings)
+
+    @classmethod
+    def check_dataset(cls, settings: dict[str, Any], facts: DatasetFacts) -> None:
+        """Checks of finalized settings against what a dataset declares statically (classes,
+        training images, largest class); raise :class:`ConfigError` naming the key."""
+
+    @classmethod
+    def needs_pretrained_views(cls, settings: dict[str, Any]) -> bool:
+        """Whether a run with these settings reads views trained by the pipeline's stage-1 rule
+        (``pretrain_views``) before it starts."""
+        return False
 
     @classmethod
     def cache_needs_for(cls, settings: dict[str, Any] | None) -> frozenset[str] | None:

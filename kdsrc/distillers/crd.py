@@ -57,12 +57,36 @@ from ..errors import ConfigError
 from ..losses.crd import contrast_scores, l2_normalize, memory_update, nce_loss
 from ..losses.dkd import dkd_loss
 from ..losses.kd import kd_loss_from_probs
-from .base import DistillContext, Distiller
-from .dkd import check_choice, check_positive, check_warmup, ramp
+from ..settings import Setting, check_all, choice, temperature, weight
+from .base import DistillContext, Distiller, facts_of_labels
+from .dkd import dkd_settings, ramp
 from .registry import register
 
 NCE_MODES = ("exact", "relax")
 NCE_SAMPLING = ("without_replacement", "with_replacement")
+
+#: the contrast head's settings (crd, tekap)
+CONTRAST_SETTINGS = (
+    Setting("feat_dim", 128, "size of the two embeddings", type="integer", low=1),
+    Setting("nce_k", 16384, "negatives per sample, drawn from the other classes' training "
+            "images (fewer than there are)", type="integer", low=1),
+    Setting("nce_t", 0.07, "temperature of the NCE scores", above=0.0),
+    Setting("nce_momentum", 0.5, "momentum of the memory-bank update", low=0.0, high=1.0),
+    choice("nce_mode", "exact", NCE_MODES, "the positive: the sample itself (exact) or a random "
+           "same-class sample (relax)"),
+    choice("nce_sampling", "without_replacement", NCE_SAMPLING, "how negatives are drawn"),
+)
+
+
+def check_nce_k(settings: dict, facts) -> None:
+    """K below the other-class training images of every sample (the dataset's declared facts)."""
+    max_k = facts.fewest_other_class
+    if settings["nce_k"] > max_k:
+        raise ConfigError(
+            f"method.nce_k: {settings['nce_k']} negatives per sample requested; expected an "
+            f"integer from 1 to {max_k}: {facts.name} has {facts.train_images} training images and its largest "
+            f"class leaves {max_k} of other classes; the maximum is {max_k} (the reference "
+            "would silently sample with replacement)")
 
 
 class Embed(nn.Module):
@@ -88,32 +112,21 @@ class ContrastHead(nn.Module):
     def __init__(self, student_dim: int, teacher_dim: int, train_labels: torch.Tensor, *,
                  feat_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07,
                  momentum: float = 0.5, mode: str = "exact",
-                 sampling: str = "without_replacement", key_prefix: str = ""):
+                 sampling: str = "without_replacement"):
+        """Settings as :data:`CONTRAST_SETTINGS` declares and checks them; ``nce_k`` is checked
+        again here against the labels actually given (a subset of a dataset, synthetic data)."""
         super().__init__()
-        p = key_prefix
-        check_choice(p + "nce_mode", mode, NCE_MODES)
-        check_choice(p + "nce_sampling", sampling, NCE_SAMPLING)
-        if feat_dim < 1:
-            raise ConfigError(f"method.{p}feat_dim: must be >= 1, got {feat_dim}")
-        check_positive(p + "nce_t", nce_t)
-        if not 0.0 <= momentum <= 1.0:
-            raise ConfigError(f"method.{p}nce_momentum: must be in [0, 1], got {momentum}")
+        check_all(CONTRAST_SETTINGS, {"feat_dim": feat_dim, "nce_k": nce_k, "nce_t": nce_t,
+                                      "nce_momentum": momentum, "nce_mode": mode,
+                                      "nce_sampling": sampling},
+                  prefix="method.", unknown="setting of the contrast head")
         if train_labels is None:
             raise ConfigError("CRD needs the training labels (DistillContext.train_labels) to "
                               "draw negatives from the other classes")
         labels = torch.as_tensor(train_labels).reshape(-1).to(torch.int64)
         n = int(labels.numel())
         counts = torch.bincount(labels.cpu())
-        present = counts[counts > 0]
-        max_k = n - int(present.max())
-        if nce_k < 1:
-            raise ConfigError(f"method.{p}nce_k: must be >= 1, got {nce_k}")
-        if nce_k > max_k:
-            worst = int(torch.nonzero(counts == present.max())[0])
-            raise ConfigError(
-                f"method.{p}nce_k: {nce_k} negatives per sample requested, but the training set "
-                f"has {n} samples and class {worst} leaves only {max_k} samples of other classes; "
-                f"the maximum is {max_k} (the reference would silently sample with replacement)")
+        check_nce_k({"nce_k": nce_k}, facts_of_labels(labels, name="the training labels given"))
         self.num_data = n
         self.nce_k = int(nce_k)
         self.nce_t = float(nce_t)
@@ -213,8 +226,7 @@ class ContrastHead(nn.Module):
         return out
 
 
-def build_contrast_head(settings: dict, ctx: DistillContext, *, key_prefix: str = ""
-                        ) -> ContrastHead:
+def build_contrast_head(settings: dict, ctx: DistillContext) -> ContrastHead:
     """A :class:`ContrastHead` sized from ``ctx`` (pooled-feature dims) and the ``nce_*``
     settings."""
     s = settings
@@ -224,7 +236,7 @@ def build_contrast_head(settings: dict, ctx: DistillContext, *, key_prefix: str 
     return ContrastHead(int(ctx.student_dims["pooled_feat"]), int(ctx.teacher_dims["pooled_feat"]),
                         ctx.train_labels, feat_dim=s["feat_dim"], nce_k=s["nce_k"],
                         nce_t=s["nce_t"], momentum=s["nce_momentum"], mode=s["nce_mode"],
-                        sampling=s["nce_sampling"], key_prefix=key_prefix)
+                        sampling=s["nce_sampling"])
 
 
 @register
@@ -234,22 +246,23 @@ class CRD(Distiller):
                "optional KD/DKD terms")
     #: the contrast head reads the teacher's pooled feature, the optional KD/DKD terms its logits
     cache_needs = frozenset({"logits", "pooled_feat"})
-    defaults = {
-        "ce_weight": 1.0, "crd_weight": 0.8,
-        "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_momentum": 0.5,
-        "nce_mode": "exact", "nce_sampling": "without_replacement",
-        "kd_weight": 0.0, "kd_temperature": 4.0,
-        "dkd_weight": 0.0, "dkd_alpha": 1.0, "dkd_beta": 8.0, "dkd_temperature": 4.0,
-        "dkd_warmup": 20,
-    }
+    declared = (
+        weight("ce_weight", 1.0, "weight of the cross-entropy"),
+        weight("crd_weight", 0.8, "weight of the two NCE terms"),
+        *CONTRAST_SETTINGS,
+        weight("kd_weight", 0.0, "weight of an added T²·KL term (RepDistiller's CRD+KD: 1)"),
+        temperature("kd_temperature", 4.0),
+        weight("dkd_weight", 0.0, "weight of an added DKD term (Angular-KD + DKD: 0.3)"),
+        *dkd_settings("dkd_"),
+    )
+
+    @classmethod
+    def check_dataset(cls, settings, facts):
+        check_nce_k(settings, facts)
 
     def __init__(self, student, teacher, settings, ctx):
         super().__init__(student, teacher, settings, ctx)
-        s = self.settings
-        check_positive("kd_temperature", s["kd_temperature"])
-        check_positive("dkd_temperature", s["dkd_temperature"])
-        check_warmup("dkd_warmup", s["dkd_warmup"])
-        self.contrast = build_contrast_head(s, ctx)
+        self.contrast = build_contrast_head(self.settings, ctx)
 
     def extra_modules(self):
         return [self.contrast]

@@ -12,34 +12,29 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..errors import ConfigError
 from ..losses.dkd import dkd_parts
+from ..settings import temperature, warmup, weight
 from .base import Distiller
 from .registry import register
 
 
-# The helpers below (loss ramp, settings checks) are shared by the crd, reviewkd and tekap
-# distillers.
 def ramp(epoch: int, warmup: int) -> float:
-    """The reference loss ramp ``min(epoch / warmup, 1)`` (epoch 1-based; warmup 0 → 1)."""
+    """The reference loss ramp ``min(epoch / warmup, 1)`` (epoch 1-based; warmup 0 → 1), shared
+    by the crd, reviewkd and tekap distillers."""
     if warmup <= 0:
         return 1.0
     return min(float(epoch) / float(warmup), 1.0)
 
 
-def check_warmup(key: str, value: int) -> None:
-    if value < 0:
-        raise ConfigError(f"method.{key}: must be >= 0 (epochs of the loss ramp), got {value}")
-
-
-def check_positive(key: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"method.{key}: must be > 0, got {value}")
-
-
-def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"method.{key}: expected one of {', '.join(choices)}, got {value!r}")
+def dkd_settings(prefix: str = "", *, warmup_epochs: int = 20) -> tuple:
+    """DKD's α, β, T and ramp, as DKD declares them (``prefix`` "dkd_" where another method
+    carries a DKD term: crd, tekap)."""
+    return (
+        weight(f"{prefix}alpha", 1.0, "weight of TCKD (target vs non-target classes)"),
+        weight(f"{prefix}beta", 8.0, "weight of NCKD (among the non-target classes)"),
+        temperature(f"{prefix}temperature", 4.0),
+        warmup(f"{prefix}warmup", warmup_epochs),
+    )
 
 
 @register
@@ -47,12 +42,7 @@ class DKD(Distiller):
     name = "dkd"
     summary = "Decoupled KD: CE + min(epoch/20,1)·(α·TCKD + β·NCKD), α=1, β=8, T=4"
     cache_needs = frozenset({"logits"})
-    defaults = {"ce_weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup": 20}
-
-    def __init__(self, student, teacher, settings, ctx):
-        super().__init__(student, teacher, settings, ctx)
-        check_positive("temperature", self.settings["temperature"])
-        check_warmup("warmup", self.settings["warmup"])
+    declared = (weight("ce_weight", 1.0, "weight of the cross-entropy"), *dkd_settings())
 
     def forward_train(self, x, y, batch, state):
         s = self.settings

@@ -3,6 +3,7 @@
 import torch.nn.functional as F
 
 from ..losses import kd_loss_from_probs
+from ..settings import temperature, weight
 from .base import Distiller
 from .registry import register
 
@@ -11,7 +12,11 @@ from .registry import register
 class KD(Distiller):
     name = "kd"
     summary = "Hinton KD: 0.1·CE + 0.9·T²·KL(teacher ‖ student), T=4"
-    defaults = {"ce_weight": 0.1, "kd_weight": 0.9, "temperature": 4.0}
+    declared = (
+        weight("ce_weight", 0.1, "weight of the cross-entropy"),
+        weight("kd_weight", 0.9, "weight of T²·KL(teacher ‖ student)"),
+        temperature("temperature", 4.0),
+    )
     cache_needs = frozenset({"logits"})
 
     def forward_train(self, x, y, batch, state):

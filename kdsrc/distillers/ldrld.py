@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..losses.ldrld import ldrld_loss
+from ..settings import Setting, choice, temperature, weight
 from .base import Distiller
 from .registry import register
 
@@ -52,37 +53,27 @@ class LDRLD(Distiller):
     name = "ldrld"
     summary = ("LDRLD: ADW-weighted KL over the top-k rank pairs + full top-k group, and RNTK on "
                "the other classes; r=1, α=10.5, β=7, T=4, k=7")
-    defaults = {
-        "ce_weight": 1.0,
-        "alpha": 10.5,
-        "beta": 7.0,
-        "temperature": 4.0,
-        "k": 7,
-        "adw_gamma": 0.05,
-        "rank_by": "student",
-        "ce_scaling": "as_coded",
-    }
+    declared = (
+        weight("ce_weight", 1.0, "weight of the cross-entropy (-r)"),
+        weight("alpha", 10.5, "weight of L_LDR, the ranked-pair KL (-a)"),
+        weight("beta", 7.0, "weight of RNTK on the non-top-k classes (-b)"),
+        temperature("temperature", 4.0),
+        Setting("k", 7, "top-k classes ranked (below the number of classes)", type="integer",
+                low=1),
+        weight("adw_gamma", 0.05, "γ of the adaptive decay weights (ADW)"),
+        choice("rank_by", "student", RANK_BY, "whose logits rank the top-k"),
+        choice("ce_scaling", "as_coded", CE_SCALINGS, "as_coded: the official r·(r·CE + ...) "
+               "scaling; clean: r·CE"),
+    )
     cache_needs = frozenset({"logits"})
 
-    def __init__(self, student, teacher, settings, ctx):
-        super().__init__(student, teacher, settings, ctx)
-        s = self.settings
-        for key in ("ce_weight", "alpha", "beta", "adw_gamma"):
-            if not s[key] >= 0:
-                raise ConfigError(f"method.{key}: must be >= 0, got {s[key]!r}")
-        if not s["temperature"] > 0:
-            raise ConfigError(f"method.temperature: must be > 0, got {s['temperature']!r}")
-        c = ctx.num_classes
-        if s["k"] < 1 or s["k"] >= c:
-            raise ConfigError(f"method.k: needs 1 <= k < number of classes ({c}) -- the top-k "
-                              f"groups and the remaining (non-top-k) classes must be non-empty; "
-                              f"got k = {s['k']}")
-        if s["rank_by"] not in RANK_BY:
-            raise ConfigError(f"method.rank_by: expected one of {', '.join(RANK_BY)}, "
-                              f"got {s['rank_by']!r}")
-        if s["ce_scaling"] not in CE_SCALINGS:
-            raise ConfigError(f"method.ce_scaling: expected one of {', '.join(CE_SCALINGS)}, "
-                              f"got {s['ce_scaling']!r}")
+    @classmethod
+    def check_dataset(cls, settings, facts):
+        if settings["k"] >= facts.classes:
+            raise ConfigError(
+                f"method.k: expected an integer from 1 to {facts.classes - 1}, got "
+                f"{settings['k']} -- {facts.name} has {facts.classes} classes; the top-k groups "
+                "and the remaining classes must both be non-empty")
 
     def forward_train(self, x, y, batch, state):
         s = self.settings

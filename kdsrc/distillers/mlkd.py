@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from ..data.strong_aug import draw_strong, strong_view
 from ..errors import ConfigError
 from ..losses.mlkd import MASK_MODES, mlkd_confidence_masks, mlkd_loss_terms
+from ..settings import Setting, choice, flag, weight
 from .base import Distiller
 from .registry import register
 
@@ -75,52 +76,35 @@ class MLKD(Distiller):
     name = "mlkd"
     summary = ("Multi-Level Logit Distillation: weak+strong (RandAugment) views, multi-T KD "
                "with confidence masks + class/batch correlation, CE 0.1, KD 0.9")
-    defaults = {
-        "ce_weight": 0.1,
-        "kd_weight": 0.9,
-        "temperatures": [4.0, 3.0, 5.0, 2.0, 6.0],
-        "strong_reuses_weak_at": [2.0, 6.0],
-        "strong_relations": False,
-        "mask_mode": "as_coded",
-        "strong_crop": "independent",
-        "randaugment_n": 2,
-        "cutout_max": 0.5,
-        "bc_double_softmax": False,
-    }
+    declared = (
+        weight("ce_weight", 0.1, "weight of the cross-entropy"),
+        weight("kd_weight", 0.9, "weight of every temperature's kd/cc/bc term"),
+        Setting("temperatures", [4.0, 3.0, 5.0, 2.0, 6.0], "the KD temperatures",
+                type="numbers", above=0.0, min_items=1, unique=True),
+        Setting("strong_reuses_weak_at", [2.0, 6.0], "temperatures at which the strong-view "
+                "term reuses the weak view (official quirk; a subset of temperatures)",
+                type="numbers", above=0.0),
+        flag("strong_relations", False, "add the computed but unused strong cc/bc terms"),
+        choice("mask_mode", "as_coded", MASK_MODES, "how the confidence masks weigh the terms"),
+        choice("strong_crop", "independent", STRONG_CROPS, "crop/flip of the strong view"),
+        Setting("randaugment_n", 2, "RandAugment operations per strong view", type="integer",
+                low=0),
+        Setting("cutout_max", 0.5, "largest Cutout fraction of the strong view", low=0.0,
+                high=1.0),
+        flag("bc_double_softmax", False, "Angular-KD's MLKD bc term: softmax of probabilities"),
+    )
     #: the weak view is the batch's own augmented images, so a teacher cache may serve it; the
     #: strong view always runs the live teacher (asked for with batch=None)
     cache_needs = frozenset({"logits"})
 
-    def __init__(self, student, teacher, settings, ctx):
-        super().__init__(student, teacher, settings, ctx)
-        s = self.settings
-        for key in ("ce_weight", "kd_weight"):
-            if not s[key] >= 0:
-                raise ConfigError(f"method.{key}: must be >= 0, got {s[key]!r}")
-        temps = s["temperatures"]
-        if not temps or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0
-                                for t in temps):
-            raise ConfigError(f"method.temperatures: expected a non-empty list of positive numbers, "
-                              f"got {temps!r}")
-        if len(set(float(t) for t in temps)) != len(temps):
-            raise ConfigError(f"method.temperatures: repeated temperature in {temps!r}")
-        s["temperatures"] = [float(t) for t in temps]
-        reuse = s["strong_reuses_weak_at"]
-        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in reuse) \
-                or not {float(t) for t in reuse} <= set(s["temperatures"]):
-            raise ConfigError(f"method.strong_reuses_weak_at: must be a subset of "
-                              f"method.temperatures {s['temperatures']}, got {reuse!r}")
-        s["strong_reuses_weak_at"] = [float(t) for t in reuse]
-        if s["mask_mode"] not in MASK_MODES:
-            raise ConfigError(f"method.mask_mode: expected one of {', '.join(MASK_MODES)}, "
-                              f"got {s['mask_mode']!r}")
-        if s["strong_crop"] not in STRONG_CROPS:
-            raise ConfigError(f"method.strong_crop: expected one of {', '.join(STRONG_CROPS)}, "
-                              f"got {s['strong_crop']!r}")
-        if s["randaugment_n"] < 0:
-            raise ConfigError(f"method.randaugment_n: must be >= 0, got {s['randaugment_n']}")
-        if not 0.0 <= s["cutout_max"] <= 1.0:
-            raise ConfigError(f"method.cutout_max: must lie in [0, 1], got {s['cutout_max']}")
+    @classmethod
+    def finalize_settings(cls, settings):
+        s = super().finalize_settings(settings)
+        if not set(s["strong_reuses_weak_at"]) <= set(s["temperatures"]):
+            raise ConfigError(f"method.strong_reuses_weak_at: expected a subset of "
+                              f"method.temperatures {s['temperatures']}, got "
+                              f"{s['strong_reuses_weak_at']!r}")
+        return s
 
     # -- the strong view ---------------------------------------------------------------------
     def strong_images(self, x: torch.Tensor, batch) -> torch.Tensor:

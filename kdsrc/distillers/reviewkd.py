@@ -42,7 +42,8 @@ from ..errors import ConfigError
 from ..losses.kd import kd_loss_from_probs
 from ..losses.reviewkd import hcl_loss
 from .base import Distiller
-from .dkd import check_positive, check_warmup, ramp
+from ..settings import Setting, flag, temperature, warmup, weight
+from .dkd import ramp
 from .registry import register
 
 Shape = tuple[int, int, int]
@@ -124,16 +125,19 @@ class ReviewHead(nn.Module):
 class ReviewKD(Distiller):
     name = "reviewkd"
     summary = "ReviewKD: CE + 5·min(epoch/20,1)·HCL(ABF-fused student feats, teacher preact feats)"
-    defaults = {"ce_weight": 1.0, "reviewkd_weight": 5.0, "warmup": 20, "max_mid_channel": 512,
-                "stu_preact": False, "kd_weight": 0.0, "kd_temperature": 4.0}
+    declared = (
+        weight("ce_weight", 1.0, "weight of the cross-entropy"),
+        weight("reviewkd_weight", 5.0, "weight of the HCL term"),
+        warmup("warmup", 20),
+        Setting("max_mid_channel", 512, "cap on the ABF fusion channels", type="integer", low=1),
+        flag("stu_preact", False, "fuse the student's pre-activation features"),
+        weight("kd_weight", 0.0, "weight of an added T²·KL term"),
+        temperature("kd_temperature", 4.0),
+    )
 
     def __init__(self, student, teacher, settings, ctx):
         super().__init__(student, teacher, settings, ctx)
         s = self.settings
-        check_warmup("warmup", s["warmup"])
-        check_positive("kd_temperature", s["kd_temperature"])
-        if s["max_mid_channel"] < 1:
-            raise ConfigError(f"method.max_mid_channel: must be >= 1, got {s['max_mid_channel']}")
         sd, td = ctx.student_dims, ctx.teacher_dims
         key = "preact_feats" if s["stu_preact"] else "feats"
         for who, dims, k in (("student", sd, key), ("teacher", td, "preact_feats")):

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses.rsd import rsd_loss
+from ..settings import Setting, weight
 from .base import Distiller
 from .registry import register
 
@@ -59,20 +60,22 @@ class RSD(Distiller):
     name = "rsd"
     summary = ("RSD: CE + 0.1·Barlow-Twins redundancy suppression between projected student and "
                "teacher pooled features (κ 0.01, γ 2)")
-    defaults = {"ce_weight": 1.0, "rsd_weight": 0.1, "kappa": 0.01, "gamma": 2,
-                "label_smoothing": 0.0}
+    declared = (
+        weight("ce_weight", 1.0, "weight of the cross-entropy"),
+        weight("rsd_weight", 0.1, "weight of the redundancy-suppression term"),
+        weight("kappa", 0.01, "weight of the off-diagonal (redundancy) part of the RSD term"),
+        Setting("gamma", 2, "projector width as a multiple of the teacher feature", type="integer",
+                low=1),
+        Setting("label_smoothing", 0.0, "label smoothing of the cross-entropy", low=0.0,
+                high=1.0),
+    )
     cache_needs = frozenset({"pooled_feat"})
 
     def __init__(self, student, teacher, settings, ctx):
         super().__init__(student, teacher, settings, ctx)
         d_s = int(ctx.student_dims["pooled_feat"])
         d_t = int(ctx.teacher_dims["pooled_feat"])
-        gamma = self.settings["gamma"]
-        if gamma < 1:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"method.gamma: must be a positive integer, got {gamma}")
-        self.projector = build_rsd_projector(d_s, d_t, gamma)
+        self.projector = build_rsd_projector(d_s, d_t, self.settings["gamma"])
 
     def extra_modules(self) -> list[nn.Module]:
         return [self.projector]

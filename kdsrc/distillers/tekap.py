@@ -50,13 +50,13 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ..errors import ConfigError
 from ..losses.dkd import dkd_loss
 from ..losses.kd import kd_loss_from_probs
 from ..losses.tekap import perturb, perturbed_probs
 from .base import Distiller
-from .crd import build_contrast_head
-from .dkd import check_choice, check_positive, check_warmup, ramp
+from ..settings import Setting, choice, flag, temperature, weight
+from .crd import CONTRAST_SETTINGS, build_contrast_head, check_nce_k
+from .dkd import dkd_settings, ramp
 from .registry import register
 
 VARIANTS = ("official", "angularkd")
@@ -76,49 +76,48 @@ class TeKAP(Distiller):
                "(0.9z+0.1ε) and pooled feature; variant official|angularkd")
     #: logit terms read the teacher's logits, feature terms its pooled feature
     cache_needs = frozenset({"logits", "pooled_feat"})
-    defaults = {
-        "variant": "official", "level": "both",
-        "ce_weight": 1.0, "logit_weight": 1.0, "feat_weight": 0.8,
-        "temperature": 4.0,
-        "keep": 0.9, "logit_noise": 0.1, "feat_noise": -1.0,
-        "logit_copies": -1, "feat_copies": -1,
-        "logit_noisy_weight": 0.8, "feat_noisy_weight": 1.0,
-        "sequential_memory": True,
-        "noisy_loss": "kl", "dkd_alpha": 1.0, "dkd_beta": 8.0, "dkd_temperature": 4.0,
-        "dkd_warmup": 20,
-        # CRD settings (as the crd method)
-        "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_momentum": 0.5,
-        "nce_mode": "exact", "nce_sampling": "without_replacement",
-    }
+    declared = (
+        choice("variant", "official", VARIANTS, "whose TeKAP: the official code or Angular-KD's "
+               "re-implementation (copies and feature noise)"),
+        choice("level", "both", LEVELS, "perturb the logits, the pooled feature, or both"),
+        weight("ce_weight", 1.0, "weight of the cross-entropy (-r)"),
+        weight("logit_weight", 1.0, "weight of the clean KL term (-a)"),
+        weight("feat_weight", 0.8, "weight of the clean CRD term (-b)"),
+        temperature("temperature", 4.0),
+        Setting("keep", 0.9, "share of the teacher in keep·z + (1-keep)·noise", low=0.0,
+                high=1.0),
+        Setting("logit_noise", 0.1, "σ of the logit noise", low=0.0),
+        Setting("feat_noise", -1.0, "σ of the feature noise", low=0.0, also=(-1,)),
+        Setting("logit_copies", -1, "perturbed logit copies", type="integer", low=0, also=(-1,)),
+        Setting("feat_copies", -1, "perturbed feature copies", type="integer", low=0, also=(-1,)),
+        weight("logit_noisy_weight", 0.8, "weight of each noisy KL term"),
+        weight("feat_noisy_weight", 1.0, "weight of each noisy CRD term"),
+        flag("sequential_memory", True, "the official double memory update per step"),
+        choice("noisy_loss", "kl", NOISY_LOSSES, "the noisy logit terms: KL or DKD"),
+        *dkd_settings("dkd_"),
+        *CONTRAST_SETTINGS,
+    )
+
+    @classmethod
+    def check_dataset(cls, settings, facts):
+        if settings["level"] in ("both", "feature"):
+            check_nce_k(settings, facts)
 
     def __init__(self, student, teacher, settings, ctx):
         super().__init__(student, teacher, settings, ctx)
         s = self.settings
-        check_choice("variant", s["variant"], VARIANTS)
-        check_choice("level", s["level"], LEVELS)
-        check_choice("noisy_loss", s["noisy_loss"], NOISY_LOSSES)
-        check_positive("temperature", s["temperature"])
-        check_positive("dkd_temperature", s["dkd_temperature"])
-        check_warmup("dkd_warmup", s["dkd_warmup"])
         recipe = VARIANT_RECIPE[s["variant"]]
         self.logit_copies = self._variant_value("logit_copies", recipe)
         self.feat_copies = self._variant_value("feat_copies", recipe)
         self.feat_noise = self._variant_value("feat_noise", recipe)
         self.reuse_s_term = recipe["reuse_s_term"]
-        if s["logit_noise"] < 0:
-            raise ConfigError(f"method.logit_noise: must be >= 0, got {s['logit_noise']}")
         self.use_logit = s["level"] in ("both", "logit")
         self.use_feat = s["level"] in ("both", "feature")
         self.contrast = build_contrast_head(s, ctx) if self.use_feat else None
 
     def _variant_value(self, key: str, recipe: dict):
         value = self.settings[key]
-        if value == -1:
-            return recipe[key]
-        if value < 0:
-            raise ConfigError(f"method.{key}: must be >= 0, or -1 for the variant's value "
-                              f"({recipe[key]}), got {value}")
-        return value
+        return recipe[key] if value == -1 else value
 
     def extra_modules(self):
         return [self.contrast] if self.contrast is not None else []

@@ -2,6 +2,7 @@
 
 import torch.nn.functional as F
 
+from ..settings import weight
 from .base import Distiller
 from .registry import register
 
@@ -11,7 +12,7 @@ class Vanilla(Distiller):
     name = "vanilla"
     summary = "cross-entropy only (students alone, teacher pretraining)"
     needs_teacher = False
-    defaults = {"ce_weight": 1.0}
+    declared = (weight("ce_weight", 1.0, "weight of the cross-entropy"),)
 
     def forward_train(self, x, y, batch, state):
         logits, _ = self.student(x)

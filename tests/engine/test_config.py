@@ -48,7 +48,7 @@ def test_kd_defaults_and_override():
     ({**BASE, "method": {"name": "kd", "temprature": 4}, "teacher": "resnet8"},
      "method.temprature: unknown setting"),
     ({**BASE, "method": {"name": "kd", "temperature": "hot"}, "teacher": "resnet8"},
-     "method.temperature: expected float"),
+     "method.temperature: expected a number"),
     ({**BASE, "method": "kd"}, "needs a teacher"),
     ({**BASE, "teacher": {"name": "resnet8", "path": "x"}}, "teacher.path: unknown key"),
 ])
