@@ -22,15 +22,16 @@ from ..cache import open_run_cache
 from ..config import config_hash, resolve_run_config, uses_channels_last, uses_compile
 from ..data import DatasetArrays, DeviceLoader, load_dataset
 from ..distillers import DistillContext, StepState, build_distiller, get_method
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..models import build_model, feature_dims, load_teacher
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
-from .metrics import evaluate, topk_correct
+from .meter import EpochMeter
+from .metrics import evaluate
 from .progress import Progress
 from .record import device_name, git_rev, versions
 from .schedule import begin_epoch
 from .seeding import rng_state, seed_everything, set_rng_state
-from .step import autocast_for, train_step
+from .step import autocast_for, non_finite_message, train_step
 
 RESUME_FORMAT = "kdsrc-resume/1"
 
@@ -230,26 +231,26 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
         t_epoch = time.perf_counter()
         lr = begin_epoch(epoch, solver, optimizer, train_loader)
         distiller.train()
-        sums: dict[str, torch.Tensor] = {}
-        correct = seen = 0
-        total_sum = 0.0
+        # no read back to the host inside the epoch: losses, top-1 and the finiteness check
+        # add up on the device (kdsrc.engine.meter) and are read once, below
+        meter = EpochMeter(dev)
         for i, batch in enumerate(train_loader, 1):
             state_ = StepState(epoch=epoch, step=(epoch - 1) * steps_per_epoch + i, epochs=epochs)
-            logits, losses, loss_value = train_step(distiller, optimizer, batch, state_,
-                                                    autocast=autocast,
-                                                    steps_per_epoch=steps_per_epoch)
-            n = batch.y.numel()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            total_sum += loss_value * n
-            correct += topk_correct(logits.detach().float(), batch.y, ks=(1,))[0]
-            seen += n
-            progress.step(epoch, epochs, i, steps_per_epoch, loss_value)
+            logits, losses, total = train_step(distiller, optimizer, batch, state_,
+                                               autocast=autocast)
+            meter.add(i, losses, total, logits, batch.y)
+            progress.step(epoch, epochs, i, steps_per_epoch, total)
+        totals = meter.read()
+        if totals.first_bad is not None:
+            step, term, value = totals.first_bad
+            raise NonFiniteLossError(non_finite_message(
+                epoch, f"step {step} of {steps_per_epoch}", term, value))
         train_time = time.perf_counter() - t_epoch
         test = evaluate(distiller.student, test_loader, autocast=autocast)
-        row = {"epoch": epoch, "lr": lr, "train_loss": total_sum / seen}
-        row.update({k: v / seen for k, v in sums.items()})
-        row.update({"train_top1": 100.0 * correct / seen, "test_top1": test["top1"],
+        seen = totals.seen
+        row = {"epoch": epoch, "lr": lr, "train_loss": totals.total_sum / seen}
+        row.update({k: v / seen for k, v in totals.loss_sums.items()})
+        row.update({"train_top1": 100.0 * totals.correct / seen, "test_top1": test["top1"],
                     "test_top5": test["top5"], "test_loss": test["loss"]})
         row.update(distiller.epoch_metrics())
         epoch_s = time.perf_counter() - t_epoch

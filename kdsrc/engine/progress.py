@@ -12,33 +12,49 @@ class Progress:
 
     In a terminal the line is redrawn in place; otherwise (Snakemake logs, CI) one plain line is
     written at most every ``interval`` seconds, plus the epoch summary lines the engine prints.
+
+    The engine hands :meth:`step` the step's loss as a device tensor and never reads it itself:
+    reading it blocks the host until the GPU has caught up. The display reads it at most every
+    ``read_interval`` seconds (the bar itself is redrawn more often, with the last value read).
     """
 
     def __init__(self, stream: TextIO | None = None, *, enabled: bool = True,
-                 interval: float = 30.0):
+                 interval: float = 30.0, read_interval: float = 2.0):
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.interval = interval
+        self.read_interval = read_interval
         self._last = 0.0
+        self._last_read = float("-inf")
+        self._loss = float("nan")
 
-    def step(self, epoch: int, epochs: int, step: int, steps: int, loss: float) -> None:
+    def _loss_value(self, loss, now: float) -> float:
+        if now - self._last_read >= self.read_interval:
+            self._loss = float(loss)
+            self._last_read = now
+        return self._loss
+
+    def step(self, epoch: int, epochs: int, step: int, steps: int, loss) -> None:
+        """``loss``: the step's total loss (a tensor, or a float)."""
         if not self.enabled:
             return
         now = time.monotonic()
         if self.tty:
             if step != steps and now - self._last < 0.1:
                 return
+            value = self._loss_value(loss, now)
             width = 30
             done = int(width * step / max(steps, 1))
             bar = "#" * done + "-" * (width - done)
-            self.stream.write(f"\repoch {epoch}/{epochs} [{bar}] {step}/{steps} loss {loss:.4f}")
+            self.stream.write(f"\repoch {epoch}/{epochs} [{bar}] {step}/{steps} loss {value:.4f}")
             if step == steps:
                 self.stream.write("\r" + " " * 80 + "\r")
             self.stream.flush()
             self._last = now
         elif now - self._last >= self.interval and step != steps:
-            self.stream.write(f"epoch {epoch}/{epochs} step {step}/{steps} loss {loss:.4f}\n")
+            value = self._loss_value(loss, now)
+            self.stream.write(f"epoch {epoch}/{epochs} step {step}/{steps} loss {value:.4f}\n")
             self.stream.flush()
             self._last = now
 

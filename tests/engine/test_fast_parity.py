@@ -78,7 +78,7 @@ def _reference_losses(cfg: dict, data: DatasetArrays, workers: int) -> list[floa
             assert batch.dy is None  # the reference path never reads the cache
             state = StepState(epoch=epoch, step=(epoch - 1) * len(loader) + i,
                               epochs=solver["epochs"])
-            losses.append(train_step(distiller, optimizer, batch, state)[2])
+            losses.append(float(train_step(distiller, optimizer, batch, state)[2]))
             if len(losses) == STEPS:
                 return losses
     return losses

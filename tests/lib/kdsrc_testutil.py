@@ -80,7 +80,7 @@ def step_losses():
             self.lines: list[str] = []
 
         def step(self, epoch, epochs, step, steps, loss):
-            self.losses.append(loss)
+            self.losses.append(float(loss))
 
         def line(self, text):
             self.lines.append(text)
