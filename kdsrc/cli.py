@@ -104,10 +104,12 @@ def _cmd_dvc_yaml(args: argparse.Namespace) -> int:
 
 def _cmd_plan_cost(args: argparse.Namespace) -> int:
     from .plan import load_plan
-    from .plancost import estimate, format_estimate, load_measured
+    from .plancost import estimate, format_estimate, load_measured, load_speeds
 
     plan = load_plan(args.plan)
-    print(format_estimate(estimate(plan, load_measured(args.measured) if args.measured else None),
+    measured = load_measured(args.measured) if args.measured else None
+    speeds = load_speeds(args.measured) if args.measured else None
+    print(format_estimate(estimate(plan, measured, speeds=speeds, mode=args.mode),
                           gpus=args.gpus))
     return 0
 
@@ -194,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--measured", metavar="JSON",
                     help="throughput anchor from benchmarks/throughput.py --out")
     pc.add_argument("--gpus", type=int, default=4, help="devices for the wall-clock line")
+    pc.add_argument("--mode", choices=("reference", "fast"),
+                    help="cost every run in this mode (default: each run's own)")
     pc.set_defaults(func=_cmd_plan_cost)
 
     dv = sub.add_parser("dvc-yaml", help="generate dvc.yaml from the Snakemake rules",

@@ -79,7 +79,7 @@ def stages(rules_dir: str | Path = "rules") -> dict:
         # retrain every run whose script is newer than its results (any fresh checkout)
         triggers = " --rerun-triggers mtime params input" if stage == "tables" else ""
         entry = {"cmd": f"snakemake {stage}{triggers} && mkdir -p {dirs}", "deps": deps,
-                 "params": [{"config/config.yaml": ["plan"]}], "outs": outs}
+                 "params": [{"config/config.yaml": ["plan", "mode"]}], "outs": outs}
         if stage == "tables":
             entry["metrics"] = [{METRICS: {"cache": False}}]
         result[stage] = entry

@@ -62,6 +62,8 @@ class Run:
 
 #: plan-level keys copied into every run config (values and defaults: kdsrc.config.CHOICE_KEYS)
 RUN_SWITCHES = ("mode", "precision", "channels_last", "compile")
+#: what the pipeline's ``--config mode=...`` may set for every run of a plan
+MODE_OVERRIDES = ("reference", "fast")
 
 
 def _needs_pretrained_views(config: dict[str, Any]) -> bool:
@@ -371,8 +373,11 @@ def views_path(run: Run) -> str:
 
 
 def load_plan(name_or_path: str | Path, *, config_dir: str | Path = REPO_CONFIG,
-              cache_dir: str | Path | None = None) -> Plan:
+              cache_dir: str | Path | None = None, mode: str | None = None) -> Plan:
     """Load ``config/plans/<name>.yaml`` (or a path to a plan file) and validate it.
+
+    ``mode``: ``reference`` or ``fast`` trains every run of the plan in that mode (the
+    pipeline's ``--config mode=...``); None or ``plan`` keeps the plan's own ``mode``.
 
     ``cache_dir``: keep the resolved runs there (the Snakefile uses ``.snakemake/kdsrc-plans``),
     keyed by the sha256 of the plan file, the schema and every source file of kdsrc. Resolving
@@ -392,6 +397,13 @@ def load_plan(name_or_path: str | Path, *, config_dir: str | Path = REPO_CONFIG,
     except yaml.YAMLError as e:
         raise ConfigError(f"plan {p} is not valid YAML: {str(e).splitlines()[0]}") from None
     schema = Path(config_dir) / "schema" / "plan.schema.yaml"
+    if mode not in (None, "plan"):
+        if mode not in MODE_OVERRIDES:
+            raise ConfigError(f"mode: expected one of plan, {', '.join(MODE_OVERRIDES)}, "
+                              f"got {mode!r}")
+        if isinstance(data, dict):
+            data = {**data, "mode": mode}
+        text += f"\n# mode override: {mode}\n"      # part of the plan-cache key
     if cache_dir is None:
         return Plan(data, name=p.name, schema_path=schema)
     cache = Path(cache_dir) / f"{p.stem}-{_cache_key(text, schema)}.json"

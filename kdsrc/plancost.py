@@ -1,11 +1,23 @@
 """Plan cost: jobs per rule and estimated device-hours, before anything runs.
 
-Each run's cost is ``epochs x (train samples + test samples)`` samples at a throughput that is
-scaled from one measured anchor by compute per sample: a training sample costs the teacher's
-forward plus ~3x the student's forward (forward + backward), times a per-method factor. The
-anchor is, in order of preference, a throughput measured by ``benchmarks/throughput.py`` on this
-kind of device (``--measured FILE``), else the published figure of the DKD paper: KD
-resnet32x4 → resnet8x4 at 11 ms per batch of 64 with the official code (GPU not stated).
+Two ways to cost a distillation run, the first where it applies:
+
+* **measured speed** (``--measured FILE`` from ``benchmarks/throughput.py``, whose ``speeds``
+  hold each method entry's step time and GPU-busy time per step, measured on resnet32x4 →
+  resnet8x4 in each mode): a step costs the larger of the measured step time and the GPU-busy
+  time scaled by the pair's compute (MACs) relative to the measured pair. A host-bound step
+  (small students on a big GPU) does not get faster with a smaller pair, nor slower with a
+  bigger one until the GPU is the bound; a compute-bound one scales with MACs. Without a
+  GPU-busy figure (a CPU measurement) the step time itself is MAC-scaled.
+* **MAC-scaled anchor** (methods not measured, and every other rule): ``epochs x (train
+  samples + test samples)`` at a throughput scaled from one anchor by compute per sample: a
+  training sample costs the teacher's forward plus ~3x the student's forward (forward +
+  backward), times a per-method factor. The anchor is the measured reference loop's KD speed
+  (``--measured``), else the published figure of the DKD paper: KD resnet32x4 → resnet8x4 at
+  11 ms per batch of 64 with the official code (GPU not stated).
+
+The estimate says how many runs were costed each way. ``mode`` (``--mode fast``) costs every
+run in that mode instead of the one its plan sets.
 """
 
 from __future__ import annotations
@@ -25,6 +37,8 @@ ANCHOR = {"teacher": "resnet32x4", "student": "resnet8x4", "method": "kd",
           "samples_per_s": 64 / 0.011, "source": "DKD paper figure: KD res32x4->res8x4, 11 ms "
                                                   "per batch of 64, official code"}
 DATASET_SIZES = {"cifar100": (50_000, 10_000), "digits": (1_438, 359)}
+#: the pair the benchmark measures step times on
+ANCHOR_PAIR = (ANCHOR["teacher"], ANCHOR["student"])
 
 
 @lru_cache(maxsize=None)
@@ -71,23 +85,55 @@ def job_counts(plan: Plan) -> Counter:
     return +counts
 
 
-def estimate(plan: Plan, measured: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Jobs per rule and device-hours of ``plan`` (see the module docstring)."""
+def measured_step_s(run, speeds: dict[str, Any], mode: str) -> tuple[float, str] | None:
+    """``(seconds per step, how)`` of ``run`` from measured speeds, or None when its method
+    entry (or its kdsrc method) was not measured in ``mode``. ``how``: "measured" (the larger of
+    the step time and the MAC-scaled GPU-busy time) or "MAC-scaled" (no GPU-busy figure)."""
+    entry = speeds.get(run.method) or speeds.get(run.config["method"]["name"])
+    m = (entry or {}).get(mode)
+    if not m:
+        return None
+    base = _base_method(run.config)
+    pair = m.get("pair", ANCHOR_PAIR)
+    ratio = sample_cost(run.teacher, run.student, run.method, base) / \
+        sample_cost(pair[0], pair[1], run.method, base)
+    step = m["ms_per_step"] / 1e3
+    busy = m.get("gpu_busy_ms_per_step")
+    if busy is None:
+        return step * ratio, "MAC-scaled"
+    return max(step, busy / 1e3 * ratio), "measured"
+
+
+def estimate(plan: Plan, measured: dict[str, Any] | None = None, *,
+             speeds: dict[str, Any] | None = None, mode: str | None = None) -> dict[str, Any]:
+    """Jobs per rule and device-hours of ``plan`` (see the module docstring). ``speeds``: the
+    ``speeds`` of a benchmark JSON; ``mode``: cost every run in this mode."""
     anchor = dict(measured or ANCHOR)
     anchor_cost = sample_cost(anchor["teacher"], anchor["student"], anchor["method"])
     work_per_s = anchor["samples_per_s"] * anchor_cost  # "relative MACs" per second
     n_train, n_test = DATASET_SIZES[plan.dataset]
     seconds: Counter = Counter()
+    how: Counter = Counter()
     for run in plan.runs:
         epochs = run.config["solver"]["epochs"]
+        evals = epochs * n_test * forward_macs(run.student)
+        step = measured_step_s(run, speeds or {}, mode or run.config["mode"])
+        if step is not None:
+            steps = epochs * -(-n_train // run.config["solver"]["batch_size"])
+            seconds["distill"] += steps * step[0] + evals / work_per_s
+            how[step[1]] += 1
+            continue
         train = epochs * n_train * sample_cost(run.teacher, run.student, run.method,
                                                _base_method(run.config))
-        evals = epochs * n_test * forward_macs(run.student)
         seconds["distill"] += (train + evals) / work_per_s
+        how["MAC-scaled anchor"] += 1
     for teacher, method, seed in {(r.teacher, r.method, r.seed) for r in plan.runs
                                   if r.needs_pretrained_views}:
-        # stage 1: 30 epochs of the frozen teacher's forward (the view branches are tiny)
-        seconds["pretrain_views"] += 30 * (n_train + n_test) * forward_macs(teacher) / work_per_s
+        # stage 1: pretrain_epochs of the frozen teacher's forward (the view branches are tiny)
+        epochs = next(r for r in plan.runs if (r.teacher, r.method, r.seed) ==
+                      (teacher, method, seed)).config["method"]["pretrain_epochs"]
+        seconds["pretrain_views"] += epochs * (n_train + n_test) * forward_macs(teacher) / \
+            work_per_s
     for t in plan.teachers_used():
         if plan.teachers[t]["source"] == "pretrain":
             epochs = plan.teacher_config(t)["solver"]["epochs"]
@@ -99,7 +145,7 @@ def estimate(plan: Plan, measured: dict[str, Any] | None = None) -> dict[str, An
     return {"plan": plan.name, "jobs": dict(job_counts(plan)),
             "device_hours": {k: v / 3600 for k, v in seconds.items()},
             "total_device_hours": sum(seconds.values()) / 3600,
-            "anchor": anchor}
+            "anchor": anchor, "distill_costed": dict(how), "mode": mode or "as planned"}
 
 
 def format_estimate(est: dict[str, Any], gpus: int = 1) -> str:
@@ -112,8 +158,15 @@ def format_estimate(est: dict[str, Any], gpus: int = 1) -> str:
                   f"(~{total / max(gpus, 1):.1f} h on {gpus} device(s))",
               f"throughput anchor: {est['anchor']['samples_per_s']:.0f} samples/s for "
               f"{est['anchor']['method']} {est['anchor']['teacher']}->"
-              f"{est['anchor']['student']} ({est['anchor']['source']})"]
+              f"{est['anchor']['student']} ({est['anchor']['source']})",
+              f"distill runs costed ({est['mode']} mode): " + ", ".join(
+                  f"{n} {how}" for how, n in sorted(est["distill_costed"].items()))]
     return "\n".join(lines)
+
+
+def load_speeds(path: str | Path) -> dict[str, Any]:
+    """The per-method step times of a benchmark JSON (``speeds``; empty for an older file)."""
+    return dict(json.loads(Path(path).read_text()).get("speeds", {}))
 
 
 def load_measured(path: str | Path) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from kdsrc.plan import (
 validate(config, "../config/schema/config.schema.yaml")
 try:
     # resolved runs cached per (plan, kdsrc sources): a cache hit skips importing the methods
-    PLAN = load_plan(config["plan"], cache_dir=".snakemake/kdsrc-plans")
+    PLAN = load_plan(config["plan"], mode=config.get("mode", "plan"),
+                     cache_dir=".snakemake/kdsrc-plans")
 except KdsrcError as e:
     raise WorkflowError(f"invalid plan: {e}") from None
 
