@@ -27,7 +27,10 @@ Data: CIFAR-100 from --data-root when its files are there, else a synthetic set 
 format (random uint8 images, 100 classes; throughput does not depend on pixel values). Weights
 are random unless --teacher-checkpoint names a published resnet32x4 checkpoint.
 
-Sizes: `--size gpu` (default with CUDA) uses 50,000 training images and CRD's K = 16,384;
+Timing: the engine's steps never wait for the device, so steps are timed in windows of
+`--window` steps between device synchronisations (see WindowClock).
+
+Sizes: `--size gpu` (default with CUDA) uses 17,000 training images and CRD's K = 16,384;
 `--size cpu` is reduced (64 images in batches of 32, K = 32: the exact cache of 50,000 images
 would take ~50 hours of CPU teacher forwards, of 64 images ~4 minutes). Targets:
 fast/reference >= 2.5x on CPU, >= 10x on a GPU.
@@ -65,7 +68,7 @@ from kdsrc.cache import build_teacher_cache  # noqa: E402
 from kdsrc.config import resolve_run_config  # noqa: E402
 from kdsrc.data import DatasetArrays, DeviceLoader, load_dataset  # noqa: E402
 from kdsrc.data.reference_loader import ReferenceLoader  # noqa: E402
-from kdsrc.distillers import StepState  # noqa: E402
+from kdsrc.distillers import StepState, get_method  # noqa: E402
 from kdsrc.engine import Progress, RunPaths, learning_rate, resolve_device, train  # noqa: E402
 from kdsrc.engine.loop import build_run  # noqa: E402
 from kdsrc.engine.record import device_name, versions  # noqa: E402
@@ -79,9 +82,10 @@ TEACHER, STUDENT = "resnet32x4", "resnet8x4"
 METHODS = ("kd", "angularkd_crd")   # entries of config/plans/paper.yaml
 SIZES = {
     "cpu": {"n_train": 64, "batch_size": 32, "nce_k": 32, "warmup": 2, "steps": 20,
-            "repeats": 3},
-    "gpu": {"n_train": 50_000, "batch_size": 64, "nce_k": 16_384, "warmup": 30, "steps": 200,
-            "repeats": 1},
+            "repeats": 3, "window": 1},
+    # 17,000 images: enough for K = 16,384 other-class negatives (CIFAR-100 has 170 per class)
+    "gpu": {"n_train": 17_000, "batch_size": 64, "nce_k": 16_384, "warmup": 30, "steps": 200,
+            "repeats": 1, "window": 20},
 }
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -92,22 +96,35 @@ class _Enough(Exception):
     """Raised from the progress hook once the fast run has made its measured steps."""
 
 
-class StepClock(Progress):
-    """Timestamps every training step the engine reports (the engine reads the loss back after
-    each step, so a step has finished on the device when it is reported); stops the run once
-    ``steps`` intervals inside epochs have been timed after ``warmup`` steps."""
+class WindowClock(Progress):
+    """Times windows of ``window`` steps between device synchronisations.
 
-    def __init__(self, warmup: int, steps: int):
+    The engine never waits for the device inside an epoch (host-free steps), so a timestamp per
+    step would measure how fast work is queued, not done. The clock synchronises the device
+    (``torch.cuda.synchronize``; a no-op on a CPU, whose steps finish when they return) once
+    after ``warmup`` steps and then every ``window`` steps, and stamps each synchronisation;
+    a window that crosses an epoch boundary (evaluation, checkpoint) is not used. Stops the run
+    (raises :class:`_Enough`) once ``steps`` steps inside epochs have been timed."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device, window: int = 1):
         super().__init__(enabled=False)
-        self.warmup, self.steps = warmup, steps
-        self.stamps: list[tuple[int, float]] = []   # (epoch, time)
+        self.warmup, self.steps, self.window, self.device = warmup, steps, max(1, window), device
+        self.stamps: list[tuple[int, float]] = []   # (epoch, time) at each synchronisation
+        self.count = 0
         self.timed = 0
 
     def step(self, epoch, epochs, step, steps, loss):
+        self.tick(epoch)
+
+    def tick(self, epoch: int) -> None:
+        self.count += 1
+        after = self.count - max(1, self.warmup)
+        if after < 0 or after % self.window:
+            return
+        _sync(self.device)
         self.stamps.append((epoch, time.perf_counter()))
-        n = len(self.stamps)
-        if n > max(1, self.warmup) and self.stamps[-2][0] == epoch:
-            self.timed += 1
+        if len(self.stamps) > 1 and self.stamps[-2][0] == epoch:
+            self.timed += self.window
         if self.timed >= self.steps:
             raise _Enough
 
@@ -123,6 +140,22 @@ def step_intervals(stamps: list[tuple[int, float]], warmup: int) -> list[float]:
         if e0 == e1:
             out.append(t1 - t0)
     return out
+
+
+def _speed(measured: dict) -> dict:
+    """A method's step time for plan-cost (``speeds`` in the JSON), on the measured pair."""
+    return {"ms_per_step": measured["ms_per_step_median"], "pair": [TEACHER, STUDENT],
+            "gpu_busy_ms_per_step": None}
+
+
+def _fast_only(spec: str, done: list[str]) -> list[str]:
+    if spec == "all":
+        plan = plan_in("paper", REPO / "config")
+        names = sorted({r.method for r in plan.runs if r.teacher == TEACHER and
+                        r.student == STUDENT and r.method != "vanilla"})
+    else:
+        names = [m.strip() for m in spec.split(",") if m.strip()]
+    return [m for m in names if m not in done]
 
 
 def say(text: str) -> None:
@@ -213,7 +246,7 @@ def run_config(method: str, ckpt: str, cache: str | None, nce_k: int, *, fast: b
 
 
 def measure_reference(cfg: dict, data: DatasetArrays, device: torch.device, warmup: int,
-                      steps: int, workers: int) -> dict:
+                      steps: int, workers: int, window: int = 1) -> dict:
     """The official loop: PIL DataLoader with workers, fp32, the teacher on every batch. The
     images are the benchmark set repeated so that one epoch holds every measured step."""
     batch = cfg["solver"]["batch_size"]
@@ -230,36 +263,87 @@ def measure_reference(cfg: dict, data: DatasetArrays, device: torch.device, warm
     for group in parts.optimizer.param_groups:
         group["lr"] = learning_rate(1, cfg["solver"])
     parts.distiller.train()
-    stamps = []
-    for i, b in enumerate(loader, 1):
-        train_step(parts.distiller, parts.optimizer, b,
-                   StepState(epoch=1, step=i, epochs=cfg["solver"]["epochs"]))
-        stamps.append((1, time.perf_counter()))
-        if len(stamps) >= warmup + steps + 1:
-            break
-    return _rate(stamps, warmup, batch, teacher_forward=True)
+    clock = WindowClock(warmup, steps, device, window)
+    with contextlib.suppress(_Enough):
+        for i, b in enumerate(loader, 1):
+            train_step(parts.distiller, parts.optimizer, b,
+                       StepState(epoch=1, step=i, epochs=cfg["solver"]["epochs"]))
+            clock.tick(1)
+    return _rate(clock, batch, teacher_forward=True)
 
 
 def measure_fast(cfg: dict, data: DatasetArrays, device: torch.device, warmup: int,
-                 steps: int, work: Path) -> dict:
-    clock = StepClock(warmup, steps)
+                 steps: int, work: Path, window: int = 1) -> dict:
+    clock = WindowClock(warmup, steps, device, window)
     out = work / f"fast_{cfg['method']['name']}"
     shutil.rmtree(out, ignore_errors=True)
     with contextlib.suppress(_Enough):
         train(cfg, RunPaths.in_dir(out), device=device, progress=clock, resume=False,
               arrays=data)
-    res = _rate(clock.stamps, warmup, cfg["solver"]["batch_size"], teacher_forward=False)
-    return res
+    return _rate(clock, cfg["solver"]["batch_size"], teacher_forward=False)
 
 
-def _rate(stamps, warmup, batch, *, teacher_forward: bool) -> dict:
-    iv = step_intervals(stamps, warmup)
+def _rate(clock: WindowClock, batch: int, *, teacher_forward: bool) -> dict:
+    """Per-step time = the median window's duration / its steps."""
+    iv = [t / clock.window for t in step_intervals(clock.stamps, 1)]
     if not iv:
-        raise SystemExit("benchmark: no step intervals measured (more --steps or --n-train)")
+        raise SystemExit("benchmark: no step windows measured (more --steps or --n-train)")
     med = statistics.median(iv)
     return {"samples_per_s": round(batch / med, 2), "ms_per_step_median": round(1e3 * med, 3),
-            "ms_per_step_mean": round(1e3 * statistics.fmean(iv), 3), "steps_timed": len(iv),
+            "ms_per_step_mean": round(1e3 * statistics.fmean(iv), 3),
+            "steps_timed": len(iv) * clock.window, "window_steps": clock.window,
             "teacher_forward_per_step": teacher_forward}
+
+
+def profile_fast(cfg: dict, data: DatasetArrays, device: torch.device, warmup: int,
+                 steps: int, work: Path) -> dict:
+    """torch.profiler over ``steps`` fast-mode steps after ``warmup``: the GPU-busy time per step
+    (the sum of the kernels' device times: one stream, so they do not overlap), kernels per
+    step and blocking device-to-host reads per step (``aten::_local_scalar_dense``: what
+    ``float``, ``int``, ``bool`` and ``.item()`` of a device tensor run), next to the wall time
+    per step between synchronisations. On a CPU only the reads (the rest is CUDA's)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))
+
+    class Window(Progress):
+        def __init__(self):
+            super().__init__(enabled=False)
+            self.n, self.t0 = 0, 0.0
+
+        def step(self, epoch, epochs, step, steps_, loss):
+            self.n += 1
+            if self.n == warmup:
+                _sync(device)
+                prof.start()
+                self.t0 = time.perf_counter()
+            elif self.n == warmup + steps:
+                _sync(device)
+                self.wall = time.perf_counter() - self.t0
+                prof.stop()
+                raise _Enough
+
+    clock = Window()
+    out = work / f"profile_{cfg['method']['name']}"
+    shutil.rmtree(out, ignore_errors=True)
+    with contextlib.suppress(_Enough):
+        train(cfg, RunPaths.in_dir(out), device=device, progress=clock, resume=False,
+              arrays=data)
+    if not hasattr(clock, "wall"):
+        return {"note": f"not measured: the run ended before {warmup + steps} steps"}
+    kernels = [e for e in prof.events()
+               if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    busy_us = sum(getattr(e, "device_time", None) or getattr(e, "cuda_time", 0.0)
+                  for e in kernels)
+    reads = sum(1 for e in prof.events() if e.name == "aten::_local_scalar_dense")
+    wall_ms = 1e3 * clock.wall / steps
+    busy_ms = busy_us / 1e3 / steps if cuda else None
+    return {"steps": steps, "wall_ms_per_step": round(wall_ms, 3),
+            "gpu_busy_ms_per_step": None if busy_ms is None else round(busy_ms, 3),
+            "gpu_busy_fraction": round(busy_ms / wall_ms, 3) if cuda and wall_ms else None,
+            "kernels_per_step": round(len(kernels) / steps, 1) if cuda else None,
+            "blocking_reads_per_step": round(reads / steps, 2)}
 
 
 def median_round(rounds: list[dict]) -> dict:
@@ -414,11 +498,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int,
                     help="rounds of (reference, fast), alternated; the medians over rounds are "
                          "reported (default: by --size; 3 on a CPU, whose step times drift)")
+    ap.add_argument("--window", type=int,
+                    help="steps per timed window between device synchronisations (default: "
+                         "by --size)")
     ap.add_argument("--workers", type=int, default=2, help="reference DataLoader workers (2)")
     ap.add_argument("--batch-size", type=int, help="batch size (default: by --size; 64 is "
                                                    "the recipe's)")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"paper plan method entries (default {','.join(METHODS)})")
+    ap.add_argument("--fast-only", default="",
+                    help="more paper plan method entries timed in fast mode only (compile off, "
+                         "short windows), for plan-cost; 'all': every entry of the paper plan")
+    ap.add_argument("--profile", action="store_true",
+                    help="torch.profiler over the fast steps of --methods (CUDA): GPU-busy "
+                         "time, kernels and blocking reads per step")
     ap.add_argument("--data-root", default="data", help="where CIFAR-100 is, if it is")
     ap.add_argument("--teacher-checkpoint", help="a resnet32x4 checkpoint (default: random)")
     ap.add_argument("--skip-pipeline", action="store_true",
@@ -447,6 +540,13 @@ def main(argv=None) -> int:
               "params": p, "workers": args.workers, "batch_size": p["batch_size"], "host": platform.node(),
               "cpu_threads": torch.get_num_threads(), "versions": versions(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "methods": {}}
+    speeds = result["speeds"] = {}
+
+    def write():
+        # after every part: a run cut off keeps what it measured
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="kdsrc-bench-") as tmp:
         work = Path(tmp)
         data, source = benchmark_data(args.data_root, p["n_train"])
@@ -468,9 +568,10 @@ def main(argv=None) -> int:
                 tag = f" (round {r + 1}/{p['repeats']})" if p["repeats"] > 1 else ""
                 say(f"{method}: reference loop{tag} ...")
                 refs.append(measure_reference(ref_cfg, data, device, p["warmup"], p["steps"],
-                                              args.workers))
+                                              args.workers, p["window"]))
                 say(f"{method}: fast mode{tag} ...")
-                fasts.append(measure_fast(fast_cfg, data, device, p["warmup"], p["steps"], work))
+                fasts.append(measure_fast(fast_cfg, data, device, p["warmup"], p["steps"], work,
+                                          p["window"]))
             ref, fast = median_round(refs), median_round(fasts)
             ratio = fast["samples_per_s"] / ref["samples_per_s"]
             result["methods"][method] = {"reference": ref, "fast": fast,
@@ -484,6 +585,36 @@ def main(argv=None) -> int:
             say(f"{method}: reference {ref['samples_per_s']:.1f} samples/s, fast "
                 f"{fast['samples_per_s']:.1f} samples/s, ratio {ratio:.2f}x "
                 f"(target >= {TARGET.get(device.type, 10.0)}x)")
+            speeds[method] = {"reference": _speed(ref), "fast": _speed(fast)}
+            if args.profile:
+                prof = profile_fast(fast_cfg, data, device, p["warmup"], p["steps"], work)
+                result["methods"][method]["fast_profile"] = prof
+                speeds[method]["fast"]["gpu_busy_ms_per_step"] = prof.get("gpu_busy_ms_per_step")
+                say(f"{method}: fast profile {prof}")
+            write()
+        for method in _fast_only(args.fast_only, methods):
+            cfg = run_config(method, ckpt, str(cache_dir), p["nce_k"], fast=True, device=device,
+                             epochs=2, batch_size=p["batch_size"])
+            cfg = resolve_run_config({**cfg, "compile": "off"})
+            note = None
+            if get_method(cfg["method"]["name"]).needs_pretrained_views(
+                    {k: v for k, v in cfg["method"].items() if k != "name"}):
+                # the stage-1 views file is not built here; joint views cost one more backward
+                # through the small view branches (an upper bound of the frozen views' step)
+                cfg = resolve_run_config({**cfg, "method": {**cfg["method"], "views": "joint"}})
+                note = "timed with views: joint (no stage-1 views file in the benchmark)"
+            say(f"{method}: fast mode only (compile off) ...")
+            try:
+                fast = measure_fast(cfg, data, device, p["warmup"], p["steps"], work, p["window"])
+            except KdsrcError as e:
+                result["methods"][method] = {"error": str(e)}
+                say(f"{method}: not measured: {e}")
+                continue
+            result["methods"][method] = {"fast": fast, "fast_config": {"compile": "off"},
+                                         **({"note": note} if note else {})}
+            speeds[method] = {"fast": _speed(fast)}
+            say(f"{method}: fast {fast['samples_per_s']:.1f} samples/s")
+            write()
         if "kd" in result["methods"]:
             # the plan-cost anchor (kdsrc plan-cost --measured): the official loop's KD speed
             result["anchor"] = {"teacher": TEACHER, "student": STUDENT, "method": "kd",
@@ -499,8 +630,7 @@ def main(argv=None) -> int:
                 f"process: tables {pl['in_process']['tables_s']:.2f} s, with figures "
                 f"{pl['in_process']['tables_and_figures_s']:.2f} s")
     result["target_ratio"] = TARGET.get(device.type, 10.0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write()
     say(f"wrote {out}")
     return 0
 

@@ -48,7 +48,8 @@ def test_tiny_cpu_run_writes_the_json(tmp_path, child_env):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--size", "cpu", "--n-train", "24",
          "--batch-size", "8", "--nce-k", "8", "--warmup", "1", "--steps", "3", "--workers", "1",
-         "--repeats", "2", "--skip-pipeline", "--out", str(out)],
+         "--repeats", "2", "--skip-pipeline", "--profile", "--fast-only", "dkd,angularkd_kd",
+         "--out", str(out)],
         cwd=tmp_path, env=child_env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -67,6 +68,15 @@ def test_tiny_cpu_run_writes_the_json(tmp_path, child_env):
                                            m["reference"]["samples_per_s"], abs=0.0051)
         assert f"{method}: reference" in proc.stdout and "ratio" in proc.stdout
     assert res["anchor"]["method"] == "kd" and res["anchor"]["samples_per_s"] > 0
+    # the profile of the fast steps: on a CPU only the blocking reads, and there are none
+    prof = res["methods"]["kd"]["fast_profile"]
+    assert prof["blocking_reads_per_step"] == 0 and prof["gpu_busy_ms_per_step"] is None
+    # fast-only entries and the per-method speeds plan-cost reads
+    assert res["methods"]["dkd"]["fast"]["steps_timed"] >= 3
+    assert "views: joint" in res["methods"]["angularkd_kd"]["note"]
+    assert set(res["speeds"]) == {"kd", "angularkd_crd", "dkd", "angularkd_kd"}
+    assert set(res["speeds"]["kd"]) == {"reference", "fast"} and set(res["speeds"]["dkd"]) == {"fast"}
+    assert res["speeds"]["kd"]["fast"]["ms_per_step"] == res["methods"]["kd"]["fast"]["ms_per_step_median"]
     # the JSON is a plan-cost anchor
     from kdsrc.plancost import load_measured
     assert load_measured(out)["samples_per_s"] == res["anchor"]["samples_per_s"]
