@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -203,6 +202,3 @@ def write_pretrain_source(run_dir: str | Path, out_model: str | Path, out_source
     atomic_write_json(source, out_source)
     return source
 
-
-def source_summary(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

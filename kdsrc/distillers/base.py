@@ -14,7 +14,7 @@ and ``.train()`` can never switch the teacher out of eval mode.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,6 @@ class DistillContext:
     #: :func:`kdsrc.models.feature_dims`); distillers size their projectors from it
     student_dims: dict[str, Any] = field(default_factory=dict)
     teacher_dims: dict[str, Any] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
     #: an open :class:`kdsrc.cache.TeacherCache` when the run reads precomputed teacher outputs
     #: (the engine opens it only if it holds the method's ``cache_needs``), else None
     teacher_cache: Any = None
@@ -238,6 +237,3 @@ class Distiller(nn.Module):
         if self.teacher_transform is not None:
             out = self.teacher_transform(out, x, y, batch)
         return out
-
-    def modules_to_save(self) -> Iterable[nn.Module]:
-        yield self

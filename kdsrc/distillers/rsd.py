@@ -29,7 +29,6 @@ RSD term is then zero for that step (the official loader drops the last partial 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

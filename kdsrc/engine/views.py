@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from ..config import apply_overrides, resolve_run_config
+from ..config import apply_overrides
 from ..data import DeviceLoader, load_dataset
 from ..distillers.angularkd import AngularKD
 from ..distillers.views import VIEWS_FORMAT, AngularRecipe, ViewGenerator, ViewMeter, teacher_fingerprint
@@ -229,25 +229,6 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
                        "meta": meta}, out_path)
     partial.unlink(missing_ok=True)
     return meta
-
-
-def pretrain_views_for_run(config: dict[str, Any], out_path: str | Path, *,
-                           device: str | torch.device = "auto", data_root: str | Path = "data",
-                           download: bool = False, resume: bool = True,
-                           progress: Progress | None = None) -> dict[str, Any]:
-    """Stage 1 for a distillation run config (its teacher, dataset, seed and ``angularkd``
-    settings): what the ``pretrain_views`` Snakemake rule runs."""
-    cfg = resolve_run_config(config)
-    method = dict(cfg["method"])
-    if method.get("name") != "angularkd":
-        raise ConfigError(f"method.name: views are pretrained for method 'angularkd', got "
-                          f"{method.get('name')!r}")
-    teacher = cfg["teacher"]
-    if not teacher or not teacher.get("checkpoint"):
-        raise ConfigError("teacher.checkpoint: missing (the views are trained on the teacher)")
-    return pretrain_views(teacher["name"], teacher["checkpoint"], cfg["dataset"], method, out_path,
-                          seed=cfg["seed"], device=device, data_root=data_root, download=download,
-                          resume=resume, progress=progress)
 
 
 def settings_from_assignments(assignments: list[str]) -> dict[str, Any]:
