@@ -347,7 +347,7 @@ class Plan:
         return []
 
 
-# -- paths (DESIGN.md §4) ------------------------------------------------------------------
+# -- paths (README "The pipeline": where the DAG writes) -----------------------------------
 def teacher_model_path(d: str, t: str) -> str:
     return f"results/teachers/{d}/{t}/model.pt"
 

@@ -2,7 +2,7 @@
 
 Two schemes share one format.
 
-**exact** (the fast path of DESIGN.md §7). The pad-``p`` crop + flip augmentation has
+**exact** (the fast mode's teacher cache, README "Benchmarks"). The pad-``p`` crop + flip augmentation has
 ``V = (2p+1)**2 * n_flip`` variants per image (162 for CIFAR, 81 for ``digits``, which does not
 flip). :func:`build_teacher_cache` runs the frozen teacher once on every variant of every training
 image (``V`` teacher epochs) with the training loader's own pixels (:func:`kdsrc.data.augment`);
@@ -11,7 +11,8 @@ gets the online teacher's targets up to the storage dtype (exactly, with float32
 Variant index: ``v = (dy * (2p+1) + dx) * n_flip + flip`` (flip term 0 without flips), see
 :mod:`kdsrc.cache.variants`.
 
-**views** (the "precomputed multi-view teacher logits" baseline, reference/baselines.md §5).
+**views** (the "precomputed multi-view teacher logits" baseline: K augmented views per image
+made once, the teacher's logits stored with them).
 ``build_teacher_cache(..., views=K, views_seed=s)`` draws K distinct ``(dy, dx, flip)`` per
 image (fixed by ``s``), stores them as ``variants`` ``[N, K, 3]`` and the teacher outputs for
 those K views only. A run that uses such a cache trains on those K views only: the engine hands

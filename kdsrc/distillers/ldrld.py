@@ -4,7 +4,7 @@ Official code: yema-web/LDRLD (a RepDistiller fork) -- ``distiller_zoo/LDRLD.py`
 ``helper/loops.py`` (how it enters the total), ``helper/util.py`` (LR warm-up),
 ``train_student.py`` (settings); README command for resnet32x4 -> resnet8x4:
 ``--distill ldrld -r 1.0 -a 10.5 -b 7.0 --kd_T 4`` (``--k 7`` default). Maths in
-:mod:`kdsrc.losses.ldrld`; notes in ../shared/reference/baselines.md §3.
+:mod:`kdsrc.losses.ldrld`.
 
 Loss terms (``r`` = ``ce_weight``, the official ``-r/--gamma``)::
 

@@ -1,6 +1,6 @@
 """``rsd``: redundancy-suppression distillation (Zhang, Liu, Ran, Ma, "Cross-Architecture
 Distillation Made Simple with Redundancy Suppression", ICCV 2025; code spacewanderx/RSD
-``distillers/rsd.py``; reference/baselines.md §4).
+``distillers/rsd.py``).
 
 Method, as the official code implements it::
 

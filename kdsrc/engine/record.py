@@ -1,4 +1,4 @@
-"""The eval record (DESIGN.md §4) and the facts it carries about the environment."""
+"""The eval record (README "Run configs") and the facts it carries about the environment."""
 
 from __future__ import annotations
 

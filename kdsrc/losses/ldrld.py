@@ -1,7 +1,7 @@
 """LDRLD, "Local Dense Logit Relations for Enhanced Knowledge Distillation" (ICCV 2025), as coded.
 
 Source: yema-web/LDRLD ``distiller_zoo/LDRLD.py`` (``ADW``, ``calculate_recursion_combinations``,
-``selective_softmax_loss``, ``LDRLD.forward``); notes in ../shared/reference/baselines.md §3.1.
+``selective_softmax_loss``, ``LDRLD.forward``).
 
 With ``I_i`` = the top-k classes of sample i by a ranking score (the official code: the STUDENT
 logits, ``student_logits.topk(k)``), ordered by rank r = 0..k−1:

@@ -1,4 +1,4 @@
-"""Report: eval records -> metrics CSVs, LaTeX/markdown tables and figures (DESIGN.md §2).
+"""Report: eval records -> metrics CSVs, LaTeX/markdown tables and figures (README "The pipeline").
 
 Typical use (what the ``collect``/``render_table``/``plot`` rules do)::
 

@@ -1,4 +1,4 @@
-"""Eval records (DESIGN.md §4): loading and validation.
+"""Eval records (README "Run configs"): loading and validation.
 
 Two kinds of record reach the report:
 

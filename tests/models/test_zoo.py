@@ -1,7 +1,7 @@
 """The CIFAR zoo against the reference (mdistiller a08d46f).
 
-Expected numbers come from ../shared/reference/baselines.md §1.2 (parameter counts, feature
-shapes) and from fixtures derived from the reference implementation itself
+Expected numbers are the reference zoo's (parameter counts, feature shapes, as mdistiller's
+models give them) and fixtures derived from the reference implementation itself
 (tests/fixtures/models/README.md): state-dict keys/shapes, initial weights and outputs.
 """
 
