@@ -1,4 +1,4 @@
-"""Published reference numbers (``reference/published_cifar100.csv`` format).
+"""Published reference numbers (the format of ``config/published_cifar100.csv``).
 
 Columns ``teacher, student, method, top1, source``. Which dataset the numbers are for: an
 optional ``dataset`` column (per row); else the ``dataset`` argument of :func:`load_published`;
