@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kdsrc_testutil import (DROP_MARGIN, LR_ZERO, TEACHER_FLOOR, assert_decreased,
-                            assert_learned, digits_head, train_digits_teacher, train_on_digits)
+from kdsrc_testutil import (DROP_MARGIN, LR_ZERO, QUICK_STUDENT_FLOOR, QUICK_TEACHER_FLOOR,
+                            TEACHER_FLOOR, assert_decreased, assert_learned, digits_head,
+                            train_digits_teacher, train_on_digits)
 
 from kdsrc.data import DeviceLoader, load_dataset
 from kdsrc.engine.metrics import evaluate
@@ -23,6 +24,17 @@ def test_an_untrained_network_fails_the_accuracy_check():
     top1 = evaluate(model, DeviceLoader.from_arrays(data, "test", batch_size=256))["top1"]
     with pytest.raises(AssertionError, match="did not learn"):
         assert_learned(top1, TEACHER_FLOOR)
+
+
+@pytest.mark.parametrize("model, floor", [("resnet20", QUICK_TEACHER_FLOOR),
+                                          ("resnet8", QUICK_STUDENT_FLOOR)])
+def test_untrained_quick_plan_networks_fail_the_quick_plan_floors(model, floor):
+    torch.manual_seed(0)
+    net = build_model(model, num_classes=10)
+    top1 = evaluate(net, DeviceLoader.from_arrays(load_dataset("digits"), "test",
+                                                  batch_size=256))["top1"]
+    with pytest.raises(AssertionError, match="did not learn"):
+        assert_learned(top1, floor)
 
 
 def test_the_teacher_recipe_at_learning_rate_0_fails_the_accuracy_check(tmp_path):

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from kdsrc_testutil import (QUICK_QUARTILE_FLOOR, QUICK_STUDENT_FLOOR, QUICK_TEACHER_FLOOR,
+                            assert_learned)
 from repo_copy import DVC, SNAKEMAKE, copy_repo, job_stats, run
 
 pytestmark = pytest.mark.slow
@@ -89,18 +91,22 @@ def test_tables_compile(quick, tmp_path):
 def test_teachers_learn_and_students_are_real(quick):
     repo = quick["repo"]
     teacher = json.loads((repo / "results/eval/teachers/digits/resnet20.json").read_text())
-    # 10 balanced classes: chance is 10%. 95% needs a network that really learned the digits
-    # (5 epochs of resnet20 reach ~98%; a nearest-centroid classifier on the pixels stays < 90%)
-    assert teacher["top1"] >= 95.0, teacher
+    # 10 balanced classes: chance is 10%. 93% needs a network that really learned the digits
+    # (a nearest-centroid classifier on the pixels stays < 90%); 5 epochs of resnet20 reached
+    # 97.2-98.6% under every kernel path and thread count measured
+    # (benchmarks/results/cpu-spread-quick_teacher.json)
+    assert_learned(teacher["top1"], QUICK_TEACHER_FLOOR, "the quick plan's teacher")
     records = list((repo / "results/eval/runs").rglob("*.json"))
     assert len(records) == 36  # 13 methods x 2 seeds + 4 x 2 cross + 1 x 2 ablation
     best = {str(p): json.loads(p.read_text())["top1_best"] for p in records}
     # 2 epochs on 10 classes (chance 10%): every method but one well above chance (most runs
-    # 60-95%). The exception, Angular-KD's official preset on MLKD (views pretrained for 2
-    # epochs only), is seen at 20-70% here: a known open point, reported on the methods issue.
+    # 60-95%; under the AVX2 kernel path on one thread the lowest was 50.7 and the lower
+    # quartile 73.3). The exception, Angular-KD's official preset on MLKD (views pretrained for
+    # 2 epochs only), is seen at 10-70%: a known open point, reported on the methods issue.
     slow = {p: v for p, v in best.items() if "/angularkd_mlkd/" not in p}
-    assert min(slow.values()) > 20.0, slow
-    assert sorted(best.values())[len(best) // 4] > 40.0, best
+    assert_learned(min(slow.values()), QUICK_STUDENT_FLOOR, f"the weakest student {slow}")
+    assert_learned(sorted(best.values())[len(best) // 4], QUICK_QUARTILE_FLOOR,
+                   f"the lower quartile of {best}")
 
 
 def test_second_run_has_nothing_to_do(quick):
