@@ -136,7 +136,7 @@ def test_rsd_trains_two_epochs_on_digits(tmp_path, digits_teacher):
                             rel_tol=1e-4)
         assert float(r["loss_rsd"]) > 0
     # the RSD term goes down as the projected student feature aligns with the teacher's (by far
-    # more than the ~0.12 it moves at learning rate 0)
+    # more than the <= 0.13 it moves at learning rate 0)
     assert_decreased(float(rows[0]["loss_rsd"]), float(rows[1]["loss_rsd"]), DROP_MARGIN,
                      "RSD term")
     assert record["extra_params"] == 2 * 64 * 64 + 2 * 2 * 64 + 2 * 64 * 64
