@@ -159,7 +159,7 @@ def format_estimate(est: dict[str, Any], gpus: int = 1) -> str:
               f"throughput anchor: {est['anchor']['samples_per_s']:.0f} samples/s for "
               f"{est['anchor']['method']} {est['anchor']['teacher']}->"
               f"{est['anchor']['student']} ({est['anchor']['source']})",
-              f"distill runs costed ({est['mode']} mode): " + ", ".join(
+              f"distill runs costed (mode: {est['mode']}): " + ", ".join(
                   f"{n} {how}" for how, n in sorted(est["distill_costed"].items()))]
     return "\n".join(lines)
 

@@ -70,7 +70,7 @@ def test_cli_plan_cost_with_measured_speeds_and_mode(tmp_path):
         "speeds": _speeds(kd={"fast": (1.2, 1.0)}, angularkd_crd={"fast": (5.0, 5.0)})}))
     out = subprocess.run(KDSRC + ["plan-cost", "paper", "--measured", str(bench), "--mode",
                                   "fast"], capture_output=True, text=True, check=True).stdout
-    assert "distill runs costed (fast mode):" in out and " measured" in out
+    assert "distill runs costed (mode: fast):" in out and " measured" in out
     assert "MAC-scaled anchor" in out
 
 
