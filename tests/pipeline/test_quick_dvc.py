@@ -42,7 +42,8 @@ def quick(tmp_path_factory):
     """A repository copy on the quick plan after `dvc repro`, pushed to a local remote."""
     base = tmp_path_factory.mktemp("dvc")
     repo = copy_repo(base / "repo")
-    (repo / "config/config.yaml").write_text("plan: quick\n")
+    cfg = repo / "config/config.yaml"
+    cfg.write_text(cfg.read_text().replace("plan: paper", "plan: quick"))   # mode: plan stays
     run(DVC + ["remote", "modify", "local", "url", str(base / "remote")], repo)
     _git(repo, "commit", "-qam", "quick plan, test remote")
     t0 = time.monotonic()
