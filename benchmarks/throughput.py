@@ -367,7 +367,7 @@ def pipeline_copy(work: Path) -> Path:
             continue
         (dst / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, dst / f)
-    (dst / "config/config.yaml").write_text("plan: paper\n")
+    (dst / "config/config.yaml").write_text("plan: paper\nmode: plan\n")
     return dst
 
 
