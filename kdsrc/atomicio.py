@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Callable
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], None], *, suffix: str = ".tmp"
+                 ) -> Path:
+    """``write(tmp)`` fills a temporary file beside ``path`` (it may also verify it and raise:
+    then nothing is left); the file is fsynced and renamed over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

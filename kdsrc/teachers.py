@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +22,7 @@ from typing import Callable
 
 import yaml
 
+from .atomicio import atomic_write, atomic_write_json
 from .errors import CheckpointError, ConfigError, DataError
 
 CHUNK = 1 << 20
@@ -105,15 +104,15 @@ def ensure_archive(url: str, file_name: str, cache_dir: str | Path, pins: dict, 
         fcntl.flock(lock, fcntl.LOCK_EX)  # one download, other teacher jobs wait for it
         if not target.exists():
             log(f"downloading {url}")
-            fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{file_name}.", suffix=".part")
-            os.close(fd)
-            try:
-                _download(url, Path(tmp), log)
+            digest = ""
+
+            def download(tmp: Path) -> None:
+                nonlocal digest
+                _download(url, tmp, log)
                 digest = sha256_file(tmp)
                 _check_sum("archive", file_name, digest, pinned_sum, pins_file, log)
-                os.replace(tmp, target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+
+            atomic_write(target, download, suffix=".part")
             return target, digest, pinned_sum is not None
         digest = sha256_file(target)
         try:
@@ -140,11 +139,10 @@ def fetch_teacher(*, model: str, url: str, archive_file: str, member: str, out_m
     archive, archive_sum, archive_pinned = ensure_archive(
         url, archive_file, cache_dir, pins, pins_file=str(pins_file), log=log)
     out_model, out_source = Path(out_model), Path(out_source)
-    out_model.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_model.parent, prefix=".model.", suffix=".pt")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
+    source: dict = {}
+
+    def extract(tmp: Path) -> None:
+        """The member into ``tmp``, checked (sha256, strict load) before it becomes model.pt."""
         try:
             with tarfile.open(archive) as tar:
                 try:
@@ -169,34 +167,26 @@ def fetch_teacher(*, model: str, url: str, archive_file: str, member: str, out_m
         except CheckpointError as e:
             raise CheckpointError(f"{member} from {archive_file} does not load as {model}: {e}"
                                   ) from None
-        source = {"kind": "download", "model": model, "url": url, "archive": archive_file,
-                  "archive_sha256": archive_sum, "archive_pinned": archive_pinned,
-                  "member": member, "member_sha256": member_sum, "member_pinned": member_pinned}
-        os.replace(tmp, out_model)
-        from .engine.io import atomic_write_json
+        source.update({"kind": "download", "model": model, "url": url, "archive": archive_file,
+                       "archive_sha256": archive_sum, "archive_pinned": archive_pinned,
+                       "member": member, "member_sha256": member_sum,
+                       "member_pinned": member_pinned})
 
-        try:
-            atomic_write_json(source, out_source)
-        except BaseException:
-            out_model.unlink(missing_ok=True)
-            raise
-        log(f"{model}: {member} verified and extracted to {out_model}")
-        return source
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out_model, extract, suffix=".pt")
+    try:
+        atomic_write_json(source, out_source)
+    except BaseException:
+        out_model.unlink(missing_ok=True)
+        raise
+    log(f"{model}: {member} verified and extracted to {out_model}")
+    return source
 
 
 def write_pretrain_source(run_dir: str | Path, out_model: str | Path, out_source: str | Path,
                           config_hash: str) -> dict:
     """Publish a pretraining run's final.pt as the teacher's model.pt (+ source.json)."""
-    from .engine.io import atomic_write_json
-
     final = Path(run_dir) / "final.pt"
-    out_model = Path(out_model)
-    fd, tmp = tempfile.mkstemp(dir=out_model.parent, prefix=".model.", suffix=".pt")
-    os.close(fd)
-    shutil.copyfile(final, tmp)
-    os.replace(tmp, out_model)
+    atomic_write(out_model, lambda tmp: shutil.copyfile(final, tmp), suffix=".pt")
     source = {"kind": "pretrain", "run_dir": str(run_dir), "config_hash": config_hash,
               "sha256": sha256_file(out_model)}
     atomic_write_json(source, out_source)
