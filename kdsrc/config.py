@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, unknown_name
-from .settings import Setting, check_all, choice, defaults_of, flag, without_new_defaults
+from .settings import Setting, check_all, choice, flag, without_new_defaults
 
 #: students that the reference recipes train with lr 0.01 instead of 0.05
 LOW_LR_STUDENTS = frozenset({"MobileNetV2", "ShuffleV1", "ShuffleV2"})
@@ -55,7 +55,6 @@ SOLVER: tuple[Setting, ...] = (
            "ldrld_as_coded: LDRLD's warm-up as its code runs"),
     Setting("eval_batch_size", 256, "test batch size", type="integer", low=1),
 )
-SOLVER_DEFAULTS: dict[str, Any] = defaults_of(SOLVER)
 
 #: run keys with a fixed set of values (the plan schema's mode, precision, channels_last and
 #: compile are built from these declarations)
@@ -70,7 +69,6 @@ RUN_CHOICES: tuple[Setting, ...] = (
     choice("compile", "auto", ("auto", "on", "off"),
            "torch.compile the networks; auto: in fast mode on CUDA"),
 )
-CHOICE_KEYS = {s.name: s.choices for s in RUN_CHOICES}
 SEED = Setting("seed", 0, "the run's seed (data order, augmentation, initialisation)",
                type="integer", low=0)
 TOP_KEYS = ("dataset", "teacher", "student", "method", "solver", "seed",

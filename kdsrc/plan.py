@@ -60,7 +60,7 @@ class Run:
         return config_hash(self.config)
 
 
-#: plan-level keys copied into every run config (values and defaults: kdsrc.config.CHOICE_KEYS)
+#: plan-level keys copied into every run config (values and defaults: kdsrc.config.RUN_CHOICES)
 RUN_SWITCHES = ("mode", "precision", "channels_last", "compile")
 #: what the pipeline's ``--config mode=...`` may set for every run of a plan
 MODE_OVERRIDES = ("reference", "fast")
