@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from .atomicio import atomic_write_text
-from .config import canonical, config_hash, resolve_run_config
+from .config import RUN_CHOICES, canonical, config_hash, resolve_run_config
 from .errors import ConfigError
 
 REPO_CONFIG = Path("config")
@@ -62,8 +62,8 @@ class Run:
 
 #: plan-level keys copied into every run config (values and defaults: kdsrc.config.RUN_CHOICES)
 RUN_SWITCHES = ("mode", "precision", "channels_last", "compile")
-#: what the pipeline's ``--config mode=...`` may set for every run of a plan
-MODE_OVERRIDES = ("reference", "fast")
+#: what the pipeline's ``--config mode=...`` may set for every run of a plan (besides ``plan``)
+MODE_OVERRIDES = next(s.choices for s in RUN_CHOICES if s.name == "mode")
 
 
 def _needs_pretrained_views(config: dict[str, Any]) -> bool:
