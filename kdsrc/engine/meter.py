@@ -14,6 +14,7 @@ step and the first bad term of that step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -76,10 +77,6 @@ class EpochMeter:
         bad_values = dict(zip(keys, values[4 + len(keys):]))
         first_bad = None
         if bad_step:
-            term = next((k for k in keys if not _finite(bad_values[k])), "total")
+            term = next((k for k in keys if not math.isfinite(bad_values[k])), "total")
             first_bad = (int(bad_step), term, bad_values.get(term, bad_total))
         return EpochTotals(self.seen, sums, total, int(correct), first_bad)
-
-
-def _finite(x: float) -> bool:
-    return x == x and x not in (float("inf"), float("-inf"))
