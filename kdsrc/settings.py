@@ -49,7 +49,7 @@ def _fmt(v: float) -> str:
 
 @dataclass(frozen=True)
 class Setting:
-    """One declared setting. Bounds: ``low`` <= v, ``above`` < v, v <= ``high``, v < ``below``
+    """One declared setting. Bounds: ``low`` <= v, ``above`` < v, v <= ``high``
     (each optional). For list types the bounds apply to every item."""
 
     name: str
@@ -59,7 +59,6 @@ class Setting:
     low: float | None = None
     above: float | None = None
     high: float | None = None
-    below: float | None = None
     choices: tuple = ()
     #: None is allowed (a preset or the recipe decides the value)
     nullable: bool = False
@@ -85,8 +84,6 @@ class Setting:
             parts.append(f"> {_fmt(self.above)}")
         if self.high is not None:
             parts.append(f"<= {_fmt(self.high)}")
-        if self.below is not None:
-            parts.append(f"< {_fmt(self.below)}")
         return " and ".join(parts)
 
     def allowed(self) -> str:
@@ -110,8 +107,7 @@ class Setting:
     # -- checking ------------------------------------------------------------------------------
     def _in_range(self, v: float) -> bool:
         return ((self.low is None or v >= self.low) and (self.above is None or v > self.above)
-                and (self.high is None or v <= self.high)
-                and (self.below is None or v < self.below))
+                and (self.high is None or v <= self.high))
 
     def _item_ok(self, v: Any, integer: bool) -> bool:
         if integer and not _is_int(v):
@@ -170,8 +166,6 @@ class Setting:
             num["exclusiveMinimum"] = self.above
         if self.high is not None:
             num["maximum"] = self.high
-        if self.below is not None:
-            num["exclusiveMaximum"] = self.below
         t = self.type
         if t == "number":
             out = {"type": "number", **num}
