@@ -43,7 +43,7 @@ from kdsrc.engine import Progress, RunPaths, resolve_device, train  # noqa: E402
 from kdsrc.engine.record import device_name, versions  # noqa: E402
 from kdsrc.errors import KdsrcError  # noqa: E402
 
-VARIANTS = ("reference", "fast")
+VARIANTS = ("reference", "fast", "graphed")
 
 
 def parity_data(data_root: str, n_train: int | None):
@@ -70,8 +70,10 @@ def run_config(variant: str, data, args, seed: int) -> dict:
         cfg.update(method="vanilla", teacher=None)
     if variant == "reference":
         cfg.update(mode="reference", precision="fp32", channels_last="off", compile="off")
-    else:
+    elif variant == "fast":
         cfg.update(mode="fast", precision="bf16")
+    else:  # the fast mode with its step captured as a CUDA graph
+        cfg.update(mode="fast", precision="bf16", cuda_graph="on")
     return resolve_run_config(cfg)
 
 
@@ -92,10 +94,10 @@ def summarise(runs: list[dict], key: str) -> dict:
             "std": round(statistics.stdev(vals), 3) if len(vals) > 1 else 0.0, "values": vals}
 
 
-def verdict(result: dict, tolerance: float) -> dict:
+def verdict(result: dict, tolerance: float, variant: str = "fast") -> dict:
     out = {}
     for key in ("top1_best", "top1_last"):
-        ref, fast = result["reference"][key], result["fast"][key]
+        ref, fast = result["reference"][key], result[variant][key]
         allowed = max(tolerance, 2 * ref["std"])
         delta = fast["mean"] - ref["mean"]
         out[key] = {"delta": round(delta, 3), "allowed": round(allowed, 3),
@@ -121,8 +123,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data-root", default="data", help="where CIFAR-100 is, if it is")
     ap.add_argument("--tolerance", type=float, default=0.5,
                     help="smallest allowed |difference| of mean top-1, points (0.5)")
+    ap.add_argument("--variants", default="reference,fast",
+                    help="configurations compared with the reference: fast, graphed (fast "
+                         "mode with cuda_graph: on; CUDA only); default reference,fast")
     ap.add_argument("--out", help="JSON path")
     args = ap.parse_args(argv)
+    args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "reference" not in args.variant_list:
+        args.variant_list.insert(0, "reference")
+    bad = [v for v in args.variant_list if v not in VARIANTS]
+    if bad or len(args.variant_list) < 2:
+        ap.error(f"--variants: reference and at least one of fast, graphed; got {args.variants!r}")
     try:
         args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -150,7 +161,7 @@ def main(argv=None) -> int:
     print(f"device {result['device']}; data: {source}; {result['method']} {args.student}, "
           f"{args.epochs} epochs, seeds {args.seed_list}", flush=True)
     with tempfile.TemporaryDirectory(prefix="kdsrc-parity-") as tmp:
-        for variant in VARIANTS:
+        for variant in args.variant_list:
             runs = []
             for seed in args.seed_list:
                 cfg = run_config(variant, data, args, seed)
@@ -163,21 +174,28 @@ def main(argv=None) -> int:
                       f"{r['top1_last']:.2f} ({r['wall_s']:.0f} s)", flush=True)
             result[variant] = {
                 "config": {"mode": cfg["mode"], "precision": cfg["precision"],
+                           "cuda_graph": cfg["cuda_graph"],
                            "channels_last": uses_channels_last(cfg),
                            "compile": uses_compile(cfg, device.type),
                            "autocast_bf16": cfg["precision"] == "bf16" and device.type == "cuda"},
                 "top1_best": summarise(runs, "top1_best"),
                 "top1_last": summarise(runs, "top1_last"), "runs": runs}
-    result["verdict"] = verdict(result, args.tolerance)
-    for key, v in result["verdict"].items():
-        ref, fast = result["reference"][key], result["fast"][key]
-        print(f"{key}: reference {ref['mean']:.2f} ± {ref['std']:.2f}, fast {fast['mean']:.2f} ± "
-              f"{fast['std']:.2f}; difference {v['delta']:+.2f} (allowed ±{v['allowed']:.2f}): "
-              f"{'at parity' if v['at_parity'] else 'NOT at parity'}")
+    compared = [v for v in args.variant_list if v != "reference"]
+    verdicts = {v: verdict(result, args.tolerance, v) for v in compared}
+    # "verdict": the fast mode's, as before; every compared variant's in "verdicts"
+    result["verdict"] = verdicts[compared[0]]
+    result["verdicts"] = verdicts
+    for variant, vd in verdicts.items():
+        for key, v in vd.items():
+            ref, fast = result["reference"][key], result[variant][key]
+            print(f"{key}: reference {ref['mean']:.2f} ± {ref['std']:.2f}, {variant} "
+                  f"{fast['mean']:.2f} ± {fast['std']:.2f}; difference {v['delta']:+.2f} "
+                  f"(allowed ±{v['allowed']:.2f}): "
+                  f"{'at parity' if v['at_parity'] else 'NOT at parity'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0 if all(v["at_parity"] for v in result["verdict"].values()) else 1
+    return 0 if all(v["at_parity"] for vd in verdicts.values() for v in vd.values()) else 1
 
 
 if __name__ == "__main__":

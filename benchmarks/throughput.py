@@ -90,6 +90,8 @@ SIZES = {
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 TARGET = {"cpu": 2.5, "cuda": 10.0}
+#: one CUDA-graphed run / the reference loop, on an H100 or H200 (GPU throughput, part 2a)
+GRAPH_TARGET = {"kd": 5.0, "angularkd_crd": 3.0}
 
 
 class _Enough(Exception):
@@ -228,9 +230,11 @@ def _sync(device: torch.device) -> None:
 
 # -- the two loops ---------------------------------------------------------------------------
 def run_config(method: str, ckpt: str, cache: str | None, nce_k: int, *, fast: bool,
-               device: torch.device, epochs: int, batch_size: int) -> dict:
+               device: torch.device, epochs: int, batch_size: int, graph: str = "off",
+               compile_: str = "auto") -> dict:
     """The paper plan's resnet32x4 -> resnet8x4 run config for ``method``, with the
-    benchmark's teacher, epochs and (reduced) K."""
+    benchmark's teacher, epochs and (reduced) K; ``graph``: its ``cuda_graph``, ``compile_``:
+    its ``compile`` (fast mode)."""
     cfg = plan_in("paper", REPO / "config").run_config(TEACHER, STUDENT, method, 0)
     cfg = json.loads(json.dumps(cfg))
     m = cfg["method"]
@@ -242,6 +246,9 @@ def run_config(method: str, ckpt: str, cache: str | None, nce_k: int, *, fast: b
     cfg["mode"] = "fast" if fast else "reference"
     cfg["precision"] = "bf16" if fast and device.type == "cuda" else "fp32"
     cfg["teacher_cache"] = "auto" if fast else "off"
+    cfg["cuda_graph"] = graph if fast else "off"
+    if fast:
+        cfg["compile"] = compile_
     return resolve_run_config(cfg)
 
 
@@ -509,6 +516,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fast-only", default="",
                     help="more paper plan method entries timed in fast mode only (compile off, "
                          "short windows), for plan-cost; 'all': every entry of the paper plan")
+    ap.add_argument("--fast-compile", choices=("auto", "off"), default="auto",
+                    help="compile of the (eager) fast mode of --methods: auto (default: on "
+                         "CUDA) or off")
+    ap.add_argument("--no-graph", action="store_true",
+                    help="on CUDA, do not time the CUDA-graphed fast step (timed by default: "
+                         "ratio_single in the JSON)")
     ap.add_argument("--profile", action="store_true",
                     help="torch.profiler over the fast steps of --methods (CUDA): GPU-busy "
                          "time, kernels and blocking reads per step")
@@ -547,6 +560,7 @@ def main(argv=None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
 
+    graphed = device.type == "cuda" and not args.no_graph
     with tempfile.TemporaryDirectory(prefix="kdsrc-bench-") as tmp:
         work = Path(tmp)
         data, source = benchmark_data(args.data_root, p["n_train"])
@@ -562,8 +576,15 @@ def main(argv=None) -> int:
             ref_cfg = run_config(method, ckpt, None, p["nce_k"], fast=False, device=device,
                                  epochs=epochs, batch_size=p["batch_size"])
             fast_cfg = run_config(method, ckpt, str(cache_dir), p["nce_k"], fast=True,
-                                  device=device, epochs=epochs, batch_size=p["batch_size"])
-            refs, fasts = [], []
+                                  device=device, epochs=epochs, batch_size=p["batch_size"],
+                                  compile_=args.fast_compile)
+            graph_cfg = None
+            if graphed:
+                graph_cfg = run_config(method, ckpt, str(cache_dir), p["nce_k"], fast=True,
+                                       device=device, epochs=epochs,
+                                       batch_size=p["batch_size"], graph="on")
+            refs, fasts, graphs = [], [], []
+            graph_error = None
             for r in range(max(1, p["repeats"])):
                 tag = f" (round {r + 1}/{p['repeats']})" if p["repeats"] > 1 else ""
                 say(f"{method}: reference loop{tag} ...")
@@ -572,6 +593,14 @@ def main(argv=None) -> int:
                 say(f"{method}: fast mode{tag} ...")
                 fasts.append(measure_fast(fast_cfg, data, device, p["warmup"], p["steps"], work,
                                           p["window"]))
+                if graph_cfg is not None and graph_error is None:
+                    say(f"{method}: fast mode, CUDA graph{tag} ...")
+                    try:
+                        graphs.append(measure_fast(graph_cfg, data, device, p["warmup"],
+                                                   p["steps"], work, p["window"]))
+                    except Exception as e:  # noqa: BLE001 -- reported, the other parts go on
+                        graph_error = f"{type(e).__name__}: {e}".splitlines()[0]
+                        say(f"{method}: the graphed step failed: {graph_error}")
             ref, fast = median_round(refs), median_round(fasts)
             ratio = fast["samples_per_s"] / ref["samples_per_s"]
             result["methods"][method] = {"reference": ref, "fast": fast,
@@ -586,6 +615,25 @@ def main(argv=None) -> int:
                 f"{fast['samples_per_s']:.1f} samples/s, ratio {ratio:.2f}x "
                 f"(target >= {TARGET.get(device.type, 10.0)}x)")
             speeds[method] = {"reference": _speed(ref), "fast": _speed(fast)}
+            if graph_error:
+                result["methods"][method]["graphed_error"] = graph_error
+            if graphs:
+                graph = median_round(graphs)
+                single = graph["samples_per_s"] / ref["samples_per_s"]
+                entry = result["methods"][method]
+                entry.update(graphed=graph, ratio_single=round(single, 2),
+                             ratio_single_per_round=[
+                                 round(g["samples_per_s"] / r["samples_per_s"], 2)
+                                 for r, g in zip(refs, graphs)],
+                             graphed_config={k: graph_cfg[k] for k in (
+                                 "mode", "precision", "channels_last", "teacher_cache",
+                                 "compile", "cuda_graph")})
+                # the fast mode's step from here on is the graphed one (cuda_graph: auto)
+                speeds[method] = {"reference": _speed(ref), "fast": _speed(graph),
+                                  "fast_eager": _speed(fast)}
+                say(f"{method}: one graphed run {graph['samples_per_s']:.1f} samples/s = "
+                    f"{single:.2f}x the reference loop (target >= "
+                    f"{GRAPH_TARGET.get(method, '-')}x)")
             if args.profile:
                 prof = profile_fast(fast_cfg, data, device, p["warmup"], p["steps"], work)
                 result["methods"][method]["fast_profile"] = prof
@@ -594,8 +642,8 @@ def main(argv=None) -> int:
             write()
         for method in _fast_only(args.fast_only, methods):
             cfg = run_config(method, ckpt, str(cache_dir), p["nce_k"], fast=True, device=device,
-                             epochs=2, batch_size=p["batch_size"])
-            cfg = resolve_run_config({**cfg, "compile": "off"})
+                             epochs=2, batch_size=p["batch_size"], compile_="off",
+                             graph="auto" if graphed else "off")
             note = None
             if get_method(cfg["method"]["name"]).needs_pretrained_views(
                     {k: v for k, v in cfg["method"].items() if k != "name"}):
@@ -606,12 +654,19 @@ def main(argv=None) -> int:
             say(f"{method}: fast mode only (compile off) ...")
             try:
                 fast = measure_fast(cfg, data, device, p["warmup"], p["steps"], work, p["window"])
-            except KdsrcError as e:
-                result["methods"][method] = {"error": str(e)}
-                say(f"{method}: not measured: {e}")
+            except Exception as e:  # noqa: BLE001 -- reported, the other methods go on
+                msg = str(e) if isinstance(e, KdsrcError) else \
+                    f"{type(e).__name__}: {e}".splitlines()[0]
+                result["methods"][method] = {"error": msg}
+                say(f"{method}: not measured: {msg}")
                 continue
-            result["methods"][method] = {"fast": fast, "fast_config": {"compile": "off"},
-                                         **({"note": note} if note else {})}
+            blocker = get_method(cfg["method"]["name"]).capture_blocker_for(
+                {k: v for k, v in cfg["method"].items() if k != "name"})
+            result["methods"][method] = {"fast": fast, "fast_config": {
+                "compile": "off",
+                "cuda_graph": ("off" if not graphed else
+                               f"eager: {blocker}" if blocker else "on")},
+                **({"note": note} if note else {})}
             speeds[method] = {"fast": _speed(fast)}
             say(f"{method}: fast {fast['samples_per_s']:.1f} samples/s")
             write()

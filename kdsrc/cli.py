@@ -68,6 +68,8 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     for name, cls in sorted(METHODS.items()):
         print(f"{name:12s} {cls.summary}")
         if args.verbose:
+            blocker = cls.capture_blocker_for(None)
+            print(f"    cuda_graph: {'captured' if blocker is None else 'eager: ' + blocker}")
             for setting in cls.declared:
                 print(f"    {setting.name}: {setting.default!r}  -- {setting.meaning}; "
                       f"allowed: {setting.allowed()}")

@@ -67,14 +67,21 @@ RUN_CHOICES: tuple[Setting, ...] = (
     choice("channels_last", "auto", ("auto", "on", "off"),
            "memory format of images and models; auto: channels_last in fast mode"),
     choice("compile", "auto", ("auto", "on", "off"),
-           "torch.compile the networks; auto: in fast mode on CUDA"),
+           "torch.compile the networks; auto: in fast mode on CUDA when the step is not a CUDA "
+           "graph"),
+    # off until the GPU figures of the graphed step are in; identity_at_default=False: adding
+    # the key changed no run's hash or params
+    choice("cuda_graph", "off", ("auto", "on", "off"),
+           "capture the whole training step as a CUDA graph and replay it; auto: in fast mode "
+           "on CUDA where the method allows; on: a CPU run or a method that cannot be captured "
+           "is an error", identity_at_default=False),
 )
 SEED = Setting("seed", 0, "the run's seed (data order, augmentation, initialisation)",
                type="integer", low=0)
 TOP_KEYS = ("dataset", "teacher", "student", "method", "solver", "seed",
             *(s.name for s in RUN_CHOICES))
 #: keys whose "auto" value the mode (and the device) decide: left out of the config hash
-AUTO_KEYS = ("channels_last", "compile")
+AUTO_KEYS = ("channels_last", "compile", "cuda_graph")
 
 
 def default_lr(student: str) -> float:
@@ -182,11 +189,26 @@ def uses_channels_last(cfg: dict[str, Any]) -> bool:
 
 def uses_compile(cfg: dict[str, Any], device_type: str) -> bool:
     """Whether a resolved run compiles its networks with ``torch.compile``: ``auto`` = fast mode
-    on CUDA, where fused kernels and fewer launches pay for the compile time; on a CPU the
-    compile costs more than a short run saves (``on`` forces it; it needs a C++ compiler)."""
+    on CUDA, where fused kernels and fewer launches pay for the compile time, unless the step is
+    a CUDA graph (one launch per step already); on a CPU the compile costs more than a short
+    run saves (``on`` forces it; it needs a C++ compiler)."""
     if cfg["compile"] == "auto":
-        return cfg["mode"] == "fast" and device_type == "cuda"
+        return (cfg["mode"] == "fast" and device_type == "cuda"
+                and not wants_cuda_graph(cfg, device_type))
     return cfg["compile"] == "on"
+
+
+def wants_cuda_graph(cfg: dict[str, Any], device_type: str) -> bool:
+    """Whether a resolved run asks for a CUDA-graphed step on this device: ``auto`` = fast mode
+    on CUDA; ``on`` anywhere but CUDA is a ConfigError. Whether the step is then captured also
+    depends on the method and the teacher cache (:func:`kdsrc.engine.capture.run_capture_blocker`)."""
+    value = cfg.get("cuda_graph", "off")
+    if value == "on" and device_type != "cuda":
+        raise ConfigError(f"cuda_graph: 'on' needs a CUDA device, this run is on {device_type} "
+                          f"(use auto, which captures only on CUDA, or off)")
+    if value == "auto":
+        return cfg["mode"] == "fast" and device_type == "cuda"
+    return value == "on"
 
 
 def canonical(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +231,8 @@ def identity(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Dropped: the teacher's checkpoint and cache paths, and method settings ending in
     ``_checkpoint`` (e.g. pretrained Angular-KD views): where a file lies is not what the run is;
-    ``channels_last: auto`` and ``compile: auto``, which ``mode`` (and the device) decide.
+    ``channels_last: auto``, ``compile: auto`` and ``cuda_graph: auto``, which ``mode`` (and the
+    device) decide.
     """
     ident = canonical(cfg)
     if ident.get("teacher"):

@@ -61,7 +61,7 @@ class Run:
 
 
 #: plan-level keys copied into every run config (values and defaults: kdsrc.config.RUN_CHOICES)
-RUN_SWITCHES = ("mode", "precision", "channels_last", "compile")
+RUN_SWITCHES = ("mode", "precision", "channels_last", "compile", "cuda_graph")
 #: what the pipeline's ``--config mode=...`` may set for every run of a plan (besides ``plan``)
 MODE_OVERRIDES = next(s.choices for s in RUN_CHOICES if s.name == "mode")
 
@@ -99,7 +99,7 @@ def validate_schema(plan: Any, schema_path: str | Path = SCHEMA_PATH, *, name: s
 
 def declared_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The plan schema with the solver keys, the run keys (mode, precision, channels_last,
-    compile) and the dataset names filled in from their one declaration (:mod:`kdsrc.config`,
+    compile, cuda_graph) and the dataset names filled in from their one declaration (:mod:`kdsrc.config`,
     :mod:`kdsrc.dataset_facts`)."""
     from .config import RUN_CHOICES, SOLVER
     from .dataset_facts import DATASET_NAMES

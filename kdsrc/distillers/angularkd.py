@@ -203,6 +203,17 @@ class AngularKD(Distiller):
         base_needs = get_method(s["base"]).cache_needs_for(s["base_settings"])
         return None if base_needs is None else frozenset(base_needs) | cls.cache_needs
 
+    @classmethod
+    def capture_blocker_for(cls, settings: dict[str, Any] | None) -> str | None:
+        """The base's reason, or the teacher-input augmentation's (torchvision draws one
+        flip / colour jitter / rotation per batch on the host)."""
+        s = cls.finalize_settings(settings)
+        if s["teacher_input_aug"] == "on":
+            return ("teacher_input_aug: on draws each batch's flip, colour jitter and rotation "
+                    "on the host")
+        reason = get_method(s["base"]).capture_blocker_for(s["base_settings"])
+        return f"base {s['base']}: {reason}" if reason else None
+
     # -- settings resolution -----------------------------------------------------------------
     @classmethod
     def finalize_settings(cls, settings: dict[str, Any] | None) -> dict[str, Any]:

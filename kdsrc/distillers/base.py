@@ -93,11 +93,27 @@ class TeacherOutputs:
 
 @dataclass
 class StepState:
-    """Where training is: 1-based epoch (as mdistiller counts for its loss ramps) and global step."""
+    """Where training is: 1-based epoch (as mdistiller counts for its loss ramps) and global step.
+
+    ``epoch_t``: the same epoch as a float32 tensor on the run's device, which the engine sets
+    at the start of every epoch. A CUDA-graphed step (:mod:`kdsrc.engine.capture`) is recorded
+    once and replayed in later epochs, so anything that changes with the epoch must be read
+    from a device tensor, not from the Python int: methods take their loss ramps from
+    :meth:`ramp`, never from ``epoch`` directly."""
 
     epoch: int
     step: int
     epochs: int
+    epoch_t: torch.Tensor | None = None
+
+    def ramp(self, warmup: int) -> float | torch.Tensor:
+        """The reference loss ramp ``min(epoch / warmup, 1)`` (warmup 0: 1): a device tensor
+        when ``epoch_t`` is set, else a float (a step outside the engine, e.g. a unit test)."""
+        if warmup <= 0:
+            return 1.0
+        if self.epoch_t is None:
+            return min(float(self.epoch) / float(warmup), 1.0)
+        return torch.clamp(self.epoch_t / float(warmup), max=1.0)
 
 
 class Distiller(nn.Module):
@@ -118,6 +134,9 @@ class Distiller(nn.Module):
     #: for the teacher forward; None (methods that read feature maps, or run the teacher on
     #: other inputs than the batch's own augmented images) = the method cannot use a cache
     cache_needs: ClassVar[frozenset[str] | None] = None
+    #: None: the method's step can be captured as a CUDA graph (:mod:`kdsrc.engine.capture`);
+    #: else why not (shown by ``kdsrc methods -v``; such a run trains eagerly)
+    capture_blocker: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -149,6 +168,12 @@ class Distiller(nn.Module):
         """Whether a run with these settings reads views trained by the pipeline's stage-1 rule
         (``pretrain_views``) before it starts."""
         return False
+
+    @classmethod
+    def capture_blocker_for(cls, settings: dict[str, Any] | None) -> str | None:
+        """Why a run with these settings cannot capture its step as a CUDA graph, or None.
+        Most methods are capturable or not whatever their settings."""
+        return cls.capture_blocker
 
     @classmethod
     def cache_needs_for(cls, settings: dict[str, Any] | None) -> frozenset[str] | None:

@@ -59,7 +59,7 @@ from ..losses.dkd import dkd_loss
 from ..losses.kd import kd_loss_from_probs
 from ..settings import Setting, check_all, choice, temperature, weight
 from .base import DistillContext, Distiller, facts_of_labels
-from .dkd import dkd_settings, ramp
+from .dkd import dkd_settings
 from .registry import register
 
 NCE_MODES = ("exact", "relax")
@@ -283,7 +283,7 @@ class CRD(Distiller):
             losses["loss_kd"] = s["kd_weight"] * kd_loss_from_probs(
                 logits, t.probs(s["kd_temperature"]), temperature=s["kd_temperature"])
         if s["dkd_weight"] != 0:
-            w = ramp(state.epoch, s["dkd_warmup"])
+            w = state.ramp(s["dkd_warmup"])
             losses["loss_dkd"] = (w * s["dkd_weight"]) * dkd_loss(
                 logits, t.probs(s["dkd_temperature"]), y, alpha=s["dkd_alpha"],
                 beta=s["dkd_beta"], temperature=s["dkd_temperature"])

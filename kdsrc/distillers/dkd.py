@@ -18,14 +18,6 @@ from .base import Distiller
 from .registry import register
 
 
-def ramp(epoch: int, warmup: int) -> float:
-    """The reference loss ramp ``min(epoch / warmup, 1)`` (epoch 1-based; warmup 0 → 1), shared
-    by the crd, reviewkd and tekap distillers."""
-    if warmup <= 0:
-        return 1.0
-    return min(float(epoch) / float(warmup), 1.0)
-
-
 def dkd_settings(prefix: str = "", *, warmup_epochs: int = 20) -> tuple:
     """DKD's α, β, T and ramp, as DKD declares them (``prefix`` "dkd_" where another method
     carries a DKD term: crd, tekap)."""
@@ -49,7 +41,7 @@ class DKD(Distiller):
         logits, _ = self.student(x)
         t = self.teacher_outputs(x, y, batch)
         tckd, nckd = dkd_parts(logits, t.probs(s["temperature"]), y, temperature=s["temperature"])
-        w = ramp(state.epoch, s["warmup"])
+        w = state.ramp(s["warmup"])
         return logits, {
             "loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y),
             "loss_tckd": (w * s["alpha"]) * tckd,

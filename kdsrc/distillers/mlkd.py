@@ -76,6 +76,8 @@ class MLKD(Distiller):
     name = "mlkd"
     summary = ("Multi-Level Logit Distillation: weak+strong (RandAugment) views, multi-T KD "
                "with confidence masks + class/batch correlation, CE 0.1, KD 0.9")
+    capture_blocker = ("its strong view draws each batch's RandAugment ops and magnitudes on "
+                       "the host, which a replayed graph would repeat")
     declared = (
         weight("ce_weight", 0.1, "weight of the cross-entropy"),
         weight("kd_weight", 0.9, "weight of every temperature's kd/cc/bc term"),

@@ -43,7 +43,6 @@ from ..losses.kd import kd_loss_from_probs
 from ..losses.reviewkd import hcl_loss
 from .base import Distiller
 from ..settings import Setting, flag, temperature, warmup, weight
-from .dkd import ramp
 from .registry import register
 
 Shape = tuple[int, int, int]
@@ -164,7 +163,7 @@ class ReviewKD(Distiller):
         logits, feats = self.student(x)
         t = self.teacher_outputs(x, y, batch)
         fused = self.review(self.student_maps(feats))
-        w = ramp(state.epoch, s["warmup"])
+        w = state.ramp(s["warmup"])
         losses = {
             "loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y),
             "loss_reviewkd": (w * s["reviewkd_weight"])

@@ -56,7 +56,7 @@ from ..losses.tekap import perturb, perturbed_probs
 from .base import Distiller
 from ..settings import Setting, choice, flag, temperature, weight
 from .crd import CONTRAST_SETTINGS, build_contrast_head, check_nce_k
-from .dkd import dkd_settings, ramp
+from .dkd import dkd_settings
 from .registry import register
 
 VARIANTS = ("official", "angularkd")
@@ -150,7 +150,7 @@ class TeKAP(Distiller):
                                       noise_scale=s["logit_noise"])
                 noisy = noisy + dkd_loss(logits, q_k, y, alpha=s["dkd_alpha"], beta=s["dkd_beta"],
                                          temperature=Td)
-            out["loss_dkd_noisy"] = (w * ramp(state.epoch, s["dkd_warmup"])) * noisy
+            out["loss_dkd_noisy"] = (w * state.ramp(s["dkd_warmup"])) * noisy
         return out
 
     def feat_terms(self, f_s, f_t, index) -> dict:

@@ -152,18 +152,21 @@ class AngularRecipe:
 
 
 class ViewMeter:
-    """Per-epoch view diagnostics, accumulated on the device (no host sync per step)."""
+    """Per-epoch view diagnostics, accumulated on the device (no host sync per step).
+
+    In place, on tensors made at the first update (the sample count too): a CUDA-graphed step
+    captures :meth:`update` once and keeps adding into them on every replay."""
 
     def __init__(self, num_views: int):
         self.num_views = num_views
-        self.reset()
+        self._acc: dict[str, torch.Tensor] = {}
 
     def reset(self) -> None:
-        self._acc: dict[str, Any] = {}
+        for t in self._acc.values():
+            t.zero_()
 
     @torch.no_grad()
     def update(self, feat, logits_t, view_feats, view_logits, ens_probs, target) -> None:
-        n = target.numel()
         vals = {
             "view_correct": (view_logits.argmax(dim=2) == target[:, None]).sum(dim=0).float(),
             "ens_correct": (ens_probs.argmax(dim=1) == target).sum().float(),
@@ -171,15 +174,18 @@ class ViewMeter:
             "pair_angle": A.pairwise_view_angles(view_feats).sum(),
             "teacher_angle": A.view_teacher_angles(feat, view_feats).sum(),
         }
+        if not self._acc:
+            self._acc = {k: torch.zeros_like(v) for k, v in vals.items()}
+            self._acc["seen"] = torch.zeros((), dtype=torch.float32, device=target.device)
         for k, v in vals.items():
-            self._acc[k] = self._acc[k] + v if k in self._acc else v
-        self._acc["seen"] = self._acc.get("seen", 0) + n
+            self._acc[k].add_(v)
+        self._acc["seen"].add_(target.numel())
 
     def compute(self, reset: bool = True) -> dict[str, float]:
         a = self._acc
-        if not a.get("seen"):
+        seen = float(a["seen"]) if a else 0.0
+        if not seen:
             return {}
-        seen = float(a["seen"])
         out = {f"view{i + 1}_top1": 100.0 * float(c) / seen
                for i, c in enumerate(a["view_correct"].tolist())}
         out["ensemble_top1"] = 100.0 * float(a["ens_correct"]) / seen

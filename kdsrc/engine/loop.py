@@ -19,11 +19,13 @@ from typing import Any
 import torch
 
 from ..cache import open_run_cache
-from ..config import config_hash, resolve_run_config, uses_channels_last, uses_compile
+from ..config import (config_hash, resolve_run_config, uses_channels_last, uses_compile,
+                      wants_cuda_graph)
 from ..data import DatasetArrays, DeviceLoader, load_dataset
 from ..distillers import DistillContext, StepState, build_distiller, get_method
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..models import build_model, feature_dims, load_teacher
+from .capture import StaticStep, run_capture_blocker
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .meter import EpochMeter
 from .metrics import evaluate
@@ -34,6 +36,8 @@ from .seeding import rng_state, seed_everything, set_rng_state
 from .step import autocast_for, non_finite_message, train_step
 
 RESUME_FORMAT = "kdsrc-resume/1"
+#: how :func:`train` runs each step (see its ``step_kind``)
+STEP_KINDS = ("ordinary", "static", "graph")
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,14 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
 def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device = "auto",
           data_root: str | Path = "data", download: bool = False, resume: bool = True,
           progress: Progress | None = None, method_label: str | None = None,
-          arrays: DatasetArrays | None = None) -> dict[str, Any]:
+          arrays: DatasetArrays | None = None, step_kind: str | None = None) -> dict[str, Any]:
     """Train one run; return its eval record (also written to ``paths.eval_json``).
+
+    ``step_kind``: how each step runs. None (the default) decides from ``cuda_graph``:
+    ``graph`` (:class:`~kdsrc.engine.capture.StaticStep` captured as CUDA graphs) where it
+    resolves on and the run can be captured, else ``ordinary`` (:func:`train_step` on the
+    loader's batches). ``static`` runs the capturable step eagerly, on any device: what the
+    CPU tests compare with ``ordinary``.
 
     ``arrays``: train and test on these arrays instead of loading ``config["dataset"]`` (whose
     name they must carry), e.g. the benchmark's synthetic CIFAR-100-format set.
@@ -176,6 +186,12 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     chash = config_hash(cfg)
     progress = progress or Progress()
     dev = resolve_device(device)
+    if step_kind is None:
+        step_kind = "graph" if wants_cuda_graph(cfg, dev.type) else "ordinary"
+    elif step_kind not in STEP_KINDS:
+        raise ValueError(f"step_kind: expected one of {', '.join(STEP_KINDS)}, got {step_kind!r}")
+    elif step_kind == "graph" and dev.type != "cuda":
+        raise ConfigError(f"cuda_graph: a CUDA graph needs a CUDA device, this run is on {dev.type}")
     autocast = autocast_for(dev, cfg["precision"])
     precision = "bf16" if autocast else "fp32"
     if cfg["precision"] == "bf16" and not autocast:
@@ -205,6 +221,16 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     if distiller.teacher is not None:
         progress.line(f"teacher cache: {'used' if teacher_cache is not None else 'not used'} "
                       f"({parts.cache_note})")
+    graph_note = None
+    if step_kind != "ordinary":
+        settings = {k: v for k, v in cfg["method"].items() if k != "name"}
+        graph_note = run_capture_blocker(get_method(cfg["method"]["name"]), settings,
+                                         teacher_cache)
+        if graph_note and (cfg["cuda_graph"] == "on" or step_kind == "static"):
+            raise ConfigError(f"cuda_graph: this run's step cannot be captured: {graph_note}")
+        if graph_note:
+            progress.line(f"CUDA graph: not used ({graph_note}); the step runs eagerly")
+            step_kind = "ordinary"
 
     start_epoch, history = 1, []
     best = {"top1": -1.0, "top5": 0.0, "epoch": 0}
@@ -227,19 +253,36 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
 
     epochs = solver["epochs"]
     steps_per_epoch = len(train_loader)
+    static = None
+    if step_kind != "ordinary":
+        static = StaticStep(distiller, optimizer, train_loader, epochs=epochs,
+                            autocast_dtype=torch.bfloat16 if autocast else None,
+                            capture=step_kind == "graph")
+        progress.line(f"step: captured as a CUDA graph after {static.warmup} eager steps per "
+                      f"batch shape" if static.capture else "step: static buffers, eager")
     for epoch in range(start_epoch, epochs + 1):
         t_epoch = time.perf_counter()
         lr = begin_epoch(epoch, solver, optimizer, train_loader)
         distiller.train()
         # no read back to the host inside the epoch: losses, top-1 and the finiteness check
         # add up on the device (kdsrc.engine.meter) and are read once, below
-        meter = EpochMeter(dev)
-        for i, batch in enumerate(train_loader, 1):
-            state_ = StepState(epoch=epoch, step=(epoch - 1) * steps_per_epoch + i, epochs=epochs)
-            logits, losses, total = train_step(distiller, optimizer, batch, state_,
-                                               autocast=autocast)
-            meter.add(i, losses, total, logits, batch.y)
-            progress.step(epoch, epochs, i, steps_per_epoch, total)
+        if static is not None:
+            static.begin_epoch(epoch, lr)
+            meter = static.meter
+            batch_size, n = solver["batch_size"], train_loader.num_samples
+            for i in range(1, steps_per_epoch + 1):
+                total = static.step(min(batch_size, n - (i - 1) * batch_size))
+                progress.step(epoch, epochs, i, steps_per_epoch, total)
+        else:
+            meter = EpochMeter(dev)
+            epoch_t = torch.full((), float(epoch), dtype=torch.float32, device=dev)
+            for i, batch in enumerate(train_loader, 1):
+                state_ = StepState(epoch=epoch, step=(epoch - 1) * steps_per_epoch + i,
+                                   epochs=epochs, epoch_t=epoch_t)
+                logits, losses, total = train_step(distiller, optimizer, batch, state_,
+                                                   autocast=autocast)
+                meter.add(losses, total, logits, batch.y)
+                progress.step(epoch, epochs, i, steps_per_epoch, total)
         totals = meter.read()
         if totals.first_bad is not None:
             step, term, value = totals.first_bad
@@ -295,6 +338,8 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
         "device": device_name(dev),
         "mode": cfg["mode"],
         "precision": precision,
+        "cuda_graph": "on" if step_kind == "graph" else "off",
+        **({"cuda_graph_note": graph_note} if graph_note else {}),
         "extra_params": distiller.extra_param_count(),
         "teacher_cache_used": teacher_cache is not None,
         "teacher_cache_views": cache_views,

@@ -35,7 +35,12 @@ class EpochTotals:
 
 
 class EpochMeter:
-    """Device-side accumulators of one epoch (see the module docstring)."""
+    """Device-side accumulators of one epoch (see the module docstring).
+
+    Every update is in place on tensors made once (the first step makes one per loss term), and
+    the step number is counted on the device: a CUDA graph that captured :meth:`accumulate`
+    once keeps adding into the same tensors on every replay. :meth:`reset` zeroes them for the
+    next epoch without replacing them."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -43,19 +48,40 @@ class EpochMeter:
         self._sums: dict[str, torch.Tensor] = {}
         self._total = torch.zeros((), dtype=torch.float64, device=device)
         self._correct = torch.zeros((), dtype=torch.int64, device=device)
+        self._step = torch.zeros((), dtype=torch.int64, device=device)        # steps this epoch
         self._bad_step = torch.zeros((), dtype=torch.int64, device=device)    # 0: none yet
         self._bad_values: dict[str, torch.Tensor] = {}
         self._bad_total = torch.zeros((), dtype=torch.float32, device=device)
 
-    def add(self, step: int, losses: dict[str, torch.Tensor], total: torch.Tensor,
-            logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Add one step (``step``: 1-based within the epoch). Queues device work only."""
-        n = int(target.shape[0])          # a shape: known on the host, no device read
+    def _tensors(self) -> list[torch.Tensor]:
+        return [self._total, self._correct, self._step, self._bad_step, self._bad_total,
+                *self._sums.values(), *self._bad_values.values()]
+
+    def reset(self) -> None:
+        """Start a new epoch: every accumulator back to zero, in place."""
+        self.seen = 0
+        for t in self._tensors():
+            t.zero_()
+
+    def add(self, losses: dict[str, torch.Tensor], total: torch.Tensor, logits: torch.Tensor,
+            target: torch.Tensor) -> None:
+        """Add one step. Queues device work only."""
+        self.count(int(target.shape[0]))   # a shape: known on the host, no device read
+        self.accumulate(losses, total, logits, target)
+
+    def count(self, n: int) -> None:
+        """The host's share of a step: its batch size (a replayed graph runs no Python)."""
         self.seen += n
+
+    def accumulate(self, losses: dict[str, torch.Tensor], total: torch.Tensor,
+                   logits: torch.Tensor, target: torch.Tensor) -> None:
+        """The device's share of a step (capturable): sums, top-1 hits, first non-finite step."""
+        n = int(target.shape[0])
+        self._step += 1
         total = total.detach().float()
         first = ~torch.isfinite(total) & (self._bad_step == 0)
-        self._bad_step = torch.where(first, step, self._bad_step)
-        self._bad_total = torch.where(first, total, self._bad_total)
+        self._bad_step.copy_(torch.where(first, self._step, self._bad_step))
+        self._bad_total.copy_(torch.where(first, total, self._bad_total))
         self._total += total.double() * n
         for k, v in losses.items():
             v = v.detach().float()
@@ -63,7 +89,7 @@ class EpochMeter:
                 self._sums[k] = torch.zeros((), dtype=torch.float64, device=self.device)
                 self._bad_values[k] = torch.zeros((), dtype=torch.float32, device=self.device)
             self._sums[k] += v.double() * n
-            self._bad_values[k] = torch.where(first, v, self._bad_values[k])
+            self._bad_values[k].copy_(torch.where(first, v, self._bad_values[k]))
         self._correct += topk_hits(logits.detach().float(), target, ks=(1,))[0]
 
     def read(self) -> EpochTotals:
