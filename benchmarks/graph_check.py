@@ -102,6 +102,9 @@ def main(argv=None) -> int:
     ap.add_argument("--nce-k", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--deterministic", action="store_true",
+                    help="deterministic cuDNN algorithms and no TF32 (what is left of the "
+                         "difference is the capture's own)")
     ap.add_argument("--add", action="store_true",
                     help="keep the methods already in the output JSON; check the others")
     ap.add_argument("--device", default="cuda",
@@ -110,6 +113,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="JSON path (default benchmarks/results/graph-check-<device>.json)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    if args.deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("graph check: needs CUDA (or --device cpu for a dry run)")
     first, second = ("static", "graph") if device.type == "cuda" else ("ordinary", "static")
@@ -119,6 +127,7 @@ def main(argv=None) -> int:
     if args.methods != "all":
         names = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = {"device": device_name(device), "versions": versions(),
+              "deterministic": args.deterministic,
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "n_train": args.n_train,
               "epochs": args.epochs, "batch_size": args.batch_size, "methods": {}}
     out = Path(args.out or REPO / "benchmarks" / "results" / f"graph-check-{device.type}.json")
@@ -143,13 +152,21 @@ def main(argv=None) -> int:
                     torch.manual_seed(0)
                     static = one(cfg, data, device, work / name / first, first)
                     graph = one(cfg, data, device, work / name / second, second)
-                    diffs = [abs(a - b) / max(abs(b), 1e-12)
-                             for a, b in zip(graph["losses"], static["losses"])]
+                    # the same eager run again: how far apart two eager runs drift (atomics in
+                    # cuDNN's weight gradients, TF32) -- the scale of the graph's difference
+                    again = one(cfg, data, device, work / name / "again", first)
+
+                    def rel(xs, ys):
+                        return [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(xs, ys)]
+
+                    diffs = rel(graph["losses"], static["losses"])
+                    noise = rel(again["losses"], static["losses"])
                     first_diff = next((i for i, d in enumerate(diffs) if d > 1e-6), None)
                     entry = {"compared": [first, second],
                              "captured": graph["cuda_graph"] == "on",
                              "steps": len(graph["losses"]),
                              "max_rel_loss_diff": max(diffs) if diffs else None,
+                             f"max_rel_loss_diff_{first}_twice": max(noise) if noise else None,
                              "first_step_differing": first_diff,
                              "all_finite": all(map(lambda v: v == v and abs(v) != float("inf"),
                                                    graph["losses"])),

@@ -5,8 +5,9 @@ the reference recipe in fp32?
 Trains the same short run in two configurations, for several seeds each, on one device:
 
   reference  `mode: reference`, `precision: fp32`, contiguous memory, no compile;
-  fast       `mode: fast`, `precision: bf16` (autocast on CUDA; fp32 elsewhere), channels_last
-             and torch.compile as the fast mode chooses them on this device.
+  fast       `mode: fast`, `precision: bf16` (autocast on CUDA; fp32 elsewhere), channels_last,
+             the CUDA graph and torch.compile as the fast mode chooses them on this device;
+  graphed    (`--variants reference,graphed`, CUDA) the fast mode with `cuda_graph: on`.
 
 and compares their test top-1 (best and last epoch). Bit-equality is not expected (bf16 rounds
 every matmul): the fast mode is at parity when the difference of the seed means is within the

@@ -69,9 +69,9 @@ RUN_CHOICES: tuple[Setting, ...] = (
     choice("compile", "auto", ("auto", "on", "off"),
            "torch.compile the networks; auto: in fast mode on CUDA when the step is not a CUDA "
            "graph"),
-    # off until the GPU figures of the graphed step are in; identity_at_default=False: adding
-    # the key changed no run's hash or params
-    choice("cuda_graph", "off", ("auto", "on", "off"),
+    # identity_at_default=False: adding the key changed no run's hash or params (and auto,
+    # which the mode and the device decide, stays out of them like the other auto keys)
+    choice("cuda_graph", "auto", ("auto", "on", "off"),
            "capture the whole training step as a CUDA graph and replay it; auto: in fast mode "
            "on CUDA where the method allows; on: a CPU run or a method that cannot be captured "
            "is an error", identity_at_default=False),
@@ -202,7 +202,7 @@ def wants_cuda_graph(cfg: dict[str, Any], device_type: str) -> bool:
     """Whether a resolved run asks for a CUDA-graphed step on this device: ``auto`` = fast mode
     on CUDA; ``on`` anywhere but CUDA is a ConfigError. Whether the step is then captured also
     depends on the method and the teacher cache (:func:`kdsrc.engine.capture.run_capture_blocker`)."""
-    value = cfg.get("cuda_graph", "off")
+    value = cfg.get("cuda_graph", "auto")
     if value == "on" and device_type != "cuda":
         raise ConfigError(f"cuda_graph: 'on' needs a CUDA device, this run is on {device_type} "
                           f"(use auto, which captures only on CUDA, or off)")

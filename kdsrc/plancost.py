@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .plan import NO_TEACHER, Plan
 
 #: per-method step-time factors relative to KD, from the DKD paper's figure (mdistiller
@@ -174,6 +175,11 @@ def load_measured(path: str | Path) -> dict[str, Any]:
     reference loop's KD throughput) or a flat mapping with the same fields."""
     data = json.loads(Path(path).read_text())
     data = data.get("anchor", data)
+    missing = [k for k in ("teacher", "student", "method", "samples_per_s") if k not in data]
+    if missing:
+        raise ConfigError(f"--measured {path}: no anchor (the reference loop's KD speed, written "
+                          f"by benchmarks/throughput.py when it measures kd); missing "
+                          f"{', '.join(missing)}")
     return {"teacher": data["teacher"], "student": data["student"], "method": data["method"],
             "samples_per_s": float(data["samples_per_s"]),
             "source": f"measured: {path} ({data.get('device', 'unknown device')}, "

@@ -115,11 +115,13 @@ class RunParts:
 
 
 def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
-              train_loader: DeviceLoader, *, use_cache: bool = True) -> RunParts:
+              train_loader: DeviceLoader, *, use_cache: bool = True,
+              compile_networks: bool | None = None) -> RunParts:
     """Build a resolved run config's models, distiller and optimizer, in the order (and so from
     the RNG draws) of :func:`train`: seed first, then call this. ``use_cache=False`` never opens
     a teacher cache (the reference path of the benchmark and the parity test). A multi-view
-    cache restricts ``train_loader`` to its fixed views."""
+    cache restricts ``train_loader`` to its fixed views. ``compile_networks``: None = as
+    ``compile`` resolves (:func:`kdsrc.config.uses_compile`)."""
     solver = cfg["solver"]
     size = int(data.train_x.shape[-1])
     student = build_model(cfg["student"], num_classes=data.num_classes)
@@ -152,7 +154,7 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
     distiller.to(device)
     if uses_channels_last(cfg):
         distiller.to(memory_format=torch.channels_last)
-    if uses_compile(cfg, device.type):
+    if uses_compile(cfg, device.type) if compile_networks is None else compile_networks:
         # in place (nn.Module.compile): parameter names, and so checkpoints, stay the same
         distiller.student.compile()
         if teacher is not None and teacher_cache is None:
@@ -215,7 +217,9 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     test_loader = DeviceLoader.from_arrays(data, "test", batch_size=solver["eval_batch_size"],
                                            device=dev, channels_last=channels_last)
 
-    parts = build_run(cfg, data, dev, train_loader)
+    # compile: auto never compiles a step that is captured or run as the capturable one
+    parts = build_run(cfg, data, dev, train_loader, compile_networks=(
+        False if step_kind != "ordinary" and cfg["compile"] == "auto" else None))
     distiller, optimizer = parts.distiller, parts.optimizer
     teacher_cache, cache_views = parts.teacher_cache, parts.cache_views
     if distiller.teacher is not None:

@@ -26,6 +26,7 @@ probability vectors that do not sum to one (view ensembles). The student side ke
 from __future__ import annotations
 
 import math
+import functools
 from itertools import combinations
 
 import torch
@@ -58,6 +59,19 @@ def ldrld_group_weights(k: int, *, gamma: float = 0.05) -> torch.Tensor:
                          for g in ldrld_groups(k)], dtype=torch.float64)
 
 
+@functools.lru_cache(maxsize=None)
+def _group_tables(k: int, gamma: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(G x k membership of each rank in each group, G group weights)``, float32 on
+    ``device``, made once: a step copies no constant from the host (which a CUDA graph cannot
+    record, and which waits for the host on every step)."""
+    groups = ldrld_groups(k)
+    by_rank = torch.zeros(len(groups), k, dtype=torch.float32)
+    for i, grp in enumerate(groups):
+        by_rank[i, list(grp)] = 1.0
+    w = ldrld_group_weights(k, gamma=gamma).to(torch.float32)
+    return by_rank.to(device), w.to(device)
+
+
 def _restricted_kl(log_p_s: torch.Tensor, q: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
     """``Σ_c q^S_c (log q^S_c − log_p_s_c)`` over the last dim, ``q^S = q·member / Σ q·member``."""
     qm = q * member
@@ -83,18 +97,14 @@ def ldrld_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, *,
     scores = student_logits if rank_scores is None else rank_scores
     top = scores.detach().topk(k, dim=1, largest=True, sorted=True).indices         # B x k
 
-    groups = ldrld_groups(k)
-    g = len(groups)
-    by_rank = torch.zeros(g, k, device=z.device, dtype=torch.float32)              # G x k
-    for i, grp in enumerate(groups):
-        by_rank[i, list(grp)] = 1.0
+    by_rank, w = _group_tables(k, gamma, z.device)
+    g = by_rank.shape[0]
     onehot = F.one_hot(top, c).float()                                              # B x k x C
     member = torch.einsum("gr,brc->bgc", by_rank, onehot)                           # B x G x C, 0/1
 
     log_p_s = F.log_softmax(z[:, None, :] - MASK_VALUE * (1.0 - member), dim=-1)   # B x G x C
     kl = _restricted_kl(log_p_s, q[:, None, :], member)                            # B x G
     per_group = kl.mean(dim=0) * (t * t)                                            # G
-    w = ldrld_group_weights(k, gamma=gamma).to(device=z.device, dtype=torch.float32)
     l_ldr = (w * per_group).sum() / g
 
     rest = 1.0 - member[:, -1, :]                                                   # B x C

@@ -122,16 +122,18 @@ def test_sgd_with_a_tensor_lr_is_sgd_bit_for_bit(nesterov):
 
 def test_cuda_graph_setting(digits_teacher):
     base = _cfg(METHODS["kd"], digits_teacher)
-    off = resolve_run_config(base)
-    assert off["cuda_graph"] == "off" and not wants_cuda_graph(off, "cuda")
-    auto = resolve_run_config({**base, "cuda_graph": "auto"})
-    # auto: fast mode on CUDA only; the config hash is the same as off's default
+    auto = resolve_run_config(base)
+    # the default, auto: fast mode on CUDA only, and out of the config hash
+    assert auto["cuda_graph"] == "auto"
     assert not wants_cuda_graph(auto, "cuda") and not wants_cuda_graph(auto, "cpu")
+    off = resolve_run_config({**base, "cuda_graph": "off"})
+    assert not wants_cuda_graph(off, "cuda")
     fast = resolve_run_config({**base, "cuda_graph": "auto", "mode": "fast"})
     assert wants_cuda_graph(fast, "cuda") and not wants_cuda_graph(fast, "cpu")
     assert not uses_compile(fast, "cuda")   # a graphed step is not compiled under compile: auto
     from kdsrc.config import config_hash
-    assert config_hash(auto) == config_hash(off)
+    assert config_hash(auto) == config_hash({k: v for k, v in auto.items() if k != "cuda_graph"})
+    assert config_hash(off) != config_hash(auto)
     on = resolve_run_config({**base, "cuda_graph": "on"})
     with pytest.raises(ConfigError, match="cuda_graph: 'on' needs a CUDA device"):
         wants_cuda_graph(on, "cpu")
@@ -164,9 +166,13 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: cap
 
 @cuda
 @pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
-def test_graph_matches_eager_on_cuda(tmp_path, digits_teacher, small, method):
-    """Graph replays vs the same static step eager, fp32: equal to rounding (kernels may be
-    chosen differently inside a capture)."""
+def test_graph_matches_eager_on_cuda(tmp_path, digits_teacher, small, method, monkeypatch):
+    """Graph replays vs the same static step eager, fp32, deterministic cuDNN kernels and no
+    TF32 (else two eager runs already drift apart: cuDNN's weight gradients add with atomics)."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     cfg = _cfg(METHODS[method], digits_teacher, mode="fast", channels_last="off")
     runs = {}
     for kind in ("static", "graph"):
@@ -174,8 +180,9 @@ def test_graph_matches_eager_on_cuda(tmp_path, digits_teacher, small, method):
         rec = train(cfg, RunPaths.in_dir(tmp_path / kind), device="cuda", progress=prog,
                     arrays=small, step_kind=kind, resume=False)
         runs[kind] = (prog.losses, rec)
-    (eager, rec_e), (graph, rec_g) = runs["static"], runs["graph"]
+    (eager, _), (graph, rec_g) = runs["static"], runs["graph"]
     assert rec_g["cuda_graph"] == "on"
     assert len(graph) == len(eager)
-    for a, b in zip(graph, eager):
-        assert abs(a - b) <= 1e-3 * max(1.0, abs(b)), (a, b)
+    worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(graph, eager))
+    print(f"{method}: largest relative loss difference graph vs eager {worst:.3g}")
+    assert worst <= 1e-5, worst
