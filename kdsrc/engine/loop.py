@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..models import build_model, feature_dims, load_teacher
 from .capture import StaticStep, run_capture_blocker
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
-from .meter import EpochMeter
+from .meter import EpochMeter, EpochTotals
 from .metrics import evaluate
 from .progress import Progress
 from .record import device_name, git_rev, versions
@@ -165,6 +165,162 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
     return RunParts(distiller, optimizer, teacher_cache, cache_note, cache_views)
 
 
+@dataclass
+class RunProgress:
+    """What a run has done so far, saved in ``last.pt`` after every epoch and resumed from it."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "top5": 0.0, "epoch": 0})
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    samples: int = 0
+
+    @property
+    def next_epoch(self) -> int:
+        return int(self.history[-1]["epoch"]) + 1 if self.history else 1
+
+    def add(self, row: dict[str, Any], *, train_s: float, samples: int) -> None:
+        self.history.append(row)
+        if row["test_top1"] > self.best["top1"]:
+            self.best = {"top1": row["test_top1"], "top5": row["test_top5"],
+                         "epoch": row["epoch"]}
+        self.wall_s += row["epoch_s"]
+        self.train_s += train_s
+        self.samples += samples
+
+    def saved(self) -> dict[str, Any]:
+        return {"history": self.history, "best": self.best, "wall_s": self.wall_s,
+                "train_s": self.train_s, "samples": self.samples}
+
+
+def _step_kind(cfg: dict[str, Any], dev: torch.device, asked: str | None) -> str:
+    """``train``'s ``step_kind`` (see there), checked against the device."""
+    if asked is None:
+        return "graph" if wants_cuda_graph(cfg, dev.type) else "ordinary"
+    if asked not in STEP_KINDS:
+        raise ValueError(f"step_kind: expected one of {', '.join(STEP_KINDS)}, got {asked!r}")
+    if asked == "graph" and dev.type != "cuda":
+        raise ConfigError(f"cuda_graph: a CUDA graph needs a CUDA device, this run is on {dev.type}")
+    return asked
+
+
+def _run_data(cfg: dict[str, Any], arrays: DatasetArrays | None, data_root, download: bool
+              ) -> DatasetArrays:
+    if arrays is None:
+        return load_dataset(cfg["dataset"], root=data_root, download=download)
+    if arrays.name != cfg["dataset"]:
+        raise ConfigError(f"dataset: the run config says {cfg['dataset']!r}, the arrays given "
+                          f"are {arrays.name!r}")
+    return arrays
+
+
+def _capturable(cfg: dict[str, Any], step_kind: str, parts: RunParts, progress: Progress
+                ) -> tuple[str, str | None]:
+    """``(step kind, why not captured)``: a run that asked for a graph (or the capturable step)
+    and cannot have one falls back to the ordinary step under ``cuda_graph: auto``, else stops."""
+    if step_kind == "ordinary":
+        return step_kind, None
+    settings = {k: v for k, v in cfg["method"].items() if k != "name"}
+    note = run_capture_blocker(get_method(cfg["method"]["name"]), settings, parts.teacher_cache)
+    if note and (cfg["cuda_graph"] == "on" or step_kind == "static"):
+        raise ConfigError(f"cuda_graph: this run's step cannot be captured: {note}")
+    if note:
+        progress.line(f"CUDA graph: not used ({note}); the step runs eagerly")
+        return "ordinary", note
+    return step_kind, None
+
+
+def _resume(paths: RunPaths, chash: str, parts: RunParts, progress: Progress) -> RunProgress:
+    """The state of ``paths.last`` loaded into the run's modules, optimizer and RNGs."""
+    state = _load_resume(paths.last, chash)
+    if state.get("teacher_cache_views") != parts.cache_views:
+        raise ConfigError(
+            f"{paths.last} was trained with teacher-cache views "
+            f"{state.get('teacher_cache_views')}, this run has {parts.cache_views} (a multi-view "
+            f"cache changes what the student sees); point teacher.cache back or pass --no-resume")
+    parts.distiller.load_state_dict(state["distiller"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    progress.line(f"resuming from {paths.last} after epoch {state['epoch']}")
+    return RunProgress(history=state["history"], best=state["best"], wall_s=state["wall_s"],
+                       train_s=state["train_s"], samples=state["samples"])
+
+
+def _train_epoch(epoch: int, lr: float, epochs: int, parts: RunParts, loader: DeviceLoader,
+                 static: StaticStep | None, autocast, progress: Progress) -> EpochTotals:
+    """One epoch of steps, nothing read back to the host until its end: losses, top-1 and the
+    finiteness check add up on the device (kdsrc.engine.meter) and are read once, here."""
+    steps = len(loader)
+    if static is not None:
+        static.begin_epoch(epoch, lr)
+        batch_size, n = loader.batch_size, loader.num_samples
+        for i in range(1, steps + 1):
+            total = static.step(min(batch_size, n - (i - 1) * batch_size))
+            progress.step(epoch, epochs, i, steps, total)
+        meter = static.meter
+    else:
+        meter = EpochMeter(loader.device)
+        epoch_t = torch.full((), float(epoch), dtype=torch.float32, device=loader.device)
+        for i, batch in enumerate(loader, 1):
+            state = StepState(epoch=epoch, step=(epoch - 1) * steps + i, epochs=epochs,
+                              epoch_t=epoch_t)
+            logits, losses, total = train_step(parts.distiller, parts.optimizer, batch, state,
+                                               autocast=autocast)
+            meter.add(losses, total, logits, batch.y)
+            progress.step(epoch, epochs, i, steps, total)
+    totals = meter.read()
+    if totals.first_bad is not None:
+        step, term, value = totals.first_bad
+        raise NonFiniteLossError(non_finite_message(epoch, f"step {step} of {steps}", term,
+                                                    value))
+    return totals
+
+
+def _epoch_row(epoch: int, lr: float, totals: EpochTotals, test: dict[str, float],
+               distiller) -> dict[str, Any]:
+    """One line of the per-epoch log (``epoch_s`` is added by the caller)."""
+    seen = totals.seen
+    row = {"epoch": epoch, "lr": lr, "train_loss": totals.total_sum / seen}
+    row.update({k: v / seen for k, v in totals.loss_sums.items()})
+    row.update({"train_top1": 100.0 * totals.correct / seen, "test_top1": test["top1"],
+                "test_top5": test["top5"], "test_loss": test["loss"]})
+    row.update(distiller.epoch_metrics())
+    return row
+
+
+def _eval_record(cfg: dict[str, Any], chash: str, done: RunProgress, parts: RunParts, *,
+                 dev: torch.device, precision: str, step_kind: str, graph_note: str | None,
+                 method_label: str | None, seeds: dict[str, Any]) -> dict[str, Any]:
+    best, last = done.best, done.history[-1]
+    return {
+        "dataset": cfg["dataset"],
+        "teacher": cfg["teacher"]["name"] if cfg["teacher"] else "none",
+        "student": cfg["student"],
+        "method": method_label or cfg["method"]["name"],
+        "kdsrc_method": cfg["method"]["name"],
+        "seed": cfg["seed"],
+        "config_hash": chash,
+        "top1_best": best["top1"], "top5_best": best["top5"], "epoch_best": best["epoch"],
+        "top1_last": last["test_top1"], "top5_last": last["test_top5"],
+        "epochs": cfg["solver"]["epochs"],
+        "wall_s": round(done.wall_s, 3),
+        "samples_per_s": round(done.samples / done.train_s, 2) if done.train_s > 0 else 0.0,
+        "device": device_name(dev),
+        "mode": cfg["mode"],
+        "precision": precision,
+        "cuda_graph": "on" if step_kind == "graph" else "off",
+        **({"cuda_graph_note": graph_note} if graph_note else {}),
+        "extra_params": parts.distiller.extra_param_count(),
+        "teacher_cache_used": parts.teacher_cache is not None,
+        "teacher_cache_views": parts.cache_views,
+        "switches": {k: v for k, v in cfg["method"].items() if k != "name"},
+        "versions": versions(),
+        "git_rev": git_rev(),
+        "seeds": seeds,
+        "config": cfg,
+    }
+
+
 def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device = "auto",
           data_root: str | Path = "data", download: bool = False, resume: bool = True,
           progress: Progress | None = None, method_label: str | None = None,
@@ -188,12 +344,7 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     chash = config_hash(cfg)
     progress = progress or Progress()
     dev = resolve_device(device)
-    if step_kind is None:
-        step_kind = "graph" if wants_cuda_graph(cfg, dev.type) else "ordinary"
-    elif step_kind not in STEP_KINDS:
-        raise ValueError(f"step_kind: expected one of {', '.join(STEP_KINDS)}, got {step_kind!r}")
-    elif step_kind == "graph" and dev.type != "cuda":
-        raise ConfigError(f"cuda_graph: a CUDA graph needs a CUDA device, this run is on {dev.type}")
+    step_kind = _step_kind(cfg, dev, step_kind)
     autocast = autocast_for(dev, cfg["precision"])
     precision = "bf16" if autocast else "fp32"
     if cfg["precision"] == "bf16" and not autocast:
@@ -202,13 +353,7 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
         progress.line(f"no GPU in use: running on the CPU ({torch.get_num_threads()} threads)")
 
     seeds = seed_everything(cfg["seed"])
-    if arrays is None:
-        data = load_dataset(cfg["dataset"], root=data_root, download=download)
-    elif arrays.name != cfg["dataset"]:
-        raise ConfigError(f"dataset: the run config says {cfg['dataset']!r}, the arrays given "
-                          f"are {arrays.name!r}")
-    else:
-        data = arrays
+    data = _run_data(cfg, arrays, data_root, download)
     solver = cfg["solver"]
     channels_last = uses_channels_last(cfg)
     train_loader = DeviceLoader.from_arrays(data, "train", batch_size=solver["batch_size"],
@@ -221,42 +366,14 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     parts = build_run(cfg, data, dev, train_loader, compile_networks=(
         False if step_kind != "ordinary" and cfg["compile"] == "auto" else None))
     distiller, optimizer = parts.distiller, parts.optimizer
-    teacher_cache, cache_views = parts.teacher_cache, parts.cache_views
     if distiller.teacher is not None:
-        progress.line(f"teacher cache: {'used' if teacher_cache is not None else 'not used'} "
+        progress.line(f"teacher cache: {'used' if parts.teacher_cache is not None else 'not used'} "
                       f"({parts.cache_note})")
-    graph_note = None
-    if step_kind != "ordinary":
-        settings = {k: v for k, v in cfg["method"].items() if k != "name"}
-        graph_note = run_capture_blocker(get_method(cfg["method"]["name"]), settings,
-                                         teacher_cache)
-        if graph_note and (cfg["cuda_graph"] == "on" or step_kind == "static"):
-            raise ConfigError(f"cuda_graph: this run's step cannot be captured: {graph_note}")
-        if graph_note:
-            progress.line(f"CUDA graph: not used ({graph_note}); the step runs eagerly")
-            step_kind = "ordinary"
-
-    start_epoch, history = 1, []
-    best = {"top1": -1.0, "top5": 0.0, "epoch": 0}
-    wall_s = train_s = 0.0
-    samples = 0
-    if resume and paths.last.exists():
-        state = _load_resume(paths.last, chash)
-        if state.get("teacher_cache_views") != cache_views:
-            raise ConfigError(
-                f"{paths.last} was trained with teacher-cache views "
-                f"{state.get('teacher_cache_views')}, this run has {cache_views} (a multi-view "
-                f"cache changes what the student sees); point teacher.cache back or pass --no-resume")
-        distiller.load_state_dict(state["distiller"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start_epoch = state["epoch"] + 1
-        history, best = state["history"], state["best"]
-        wall_s, train_s, samples = state["wall_s"], state["train_s"], state["samples"]
-        progress.line(f"resuming from {paths.last} after epoch {state['epoch']}")
+    step_kind, graph_note = _capturable(cfg, step_kind, parts, progress)
+    done = _resume(paths, chash, parts, progress) if resume and paths.last.exists() \
+        else RunProgress()
 
     epochs = solver["epochs"]
-    steps_per_epoch = len(train_loader)
     static = None
     if step_kind != "ordinary":
         static = StaticStep(distiller, optimizer, train_loader, epochs=epochs,
@@ -264,98 +381,39 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
                             capture=step_kind == "graph")
         progress.line(f"step: captured as a CUDA graph after {static.warmup} eager steps per "
                       f"batch shape" if static.capture else "step: static buffers, eager")
-    for epoch in range(start_epoch, epochs + 1):
+    for epoch in range(done.next_epoch, epochs + 1):
         t_epoch = time.perf_counter()
         lr = begin_epoch(epoch, solver, optimizer, train_loader)
         distiller.train()
-        # no read back to the host inside the epoch: losses, top-1 and the finiteness check
-        # add up on the device (kdsrc.engine.meter) and are read once, below
-        if static is not None:
-            static.begin_epoch(epoch, lr)
-            meter = static.meter
-            batch_size, n = solver["batch_size"], train_loader.num_samples
-            for i in range(1, steps_per_epoch + 1):
-                total = static.step(min(batch_size, n - (i - 1) * batch_size))
-                progress.step(epoch, epochs, i, steps_per_epoch, total)
-        else:
-            meter = EpochMeter(dev)
-            epoch_t = torch.full((), float(epoch), dtype=torch.float32, device=dev)
-            for i, batch in enumerate(train_loader, 1):
-                state_ = StepState(epoch=epoch, step=(epoch - 1) * steps_per_epoch + i,
-                                   epochs=epochs, epoch_t=epoch_t)
-                logits, losses, total = train_step(distiller, optimizer, batch, state_,
-                                                   autocast=autocast)
-                meter.add(losses, total, logits, batch.y)
-                progress.step(epoch, epochs, i, steps_per_epoch, total)
-        totals = meter.read()
-        if totals.first_bad is not None:
-            step, term, value = totals.first_bad
-            raise NonFiniteLossError(non_finite_message(
-                epoch, f"step {step} of {steps_per_epoch}", term, value))
+        totals = _train_epoch(epoch, lr, epochs, parts, train_loader, static, autocast,
+                              progress)
         train_time = time.perf_counter() - t_epoch
         test = evaluate(distiller.student, test_loader, autocast=autocast)
-        seen = totals.seen
-        row = {"epoch": epoch, "lr": lr, "train_loss": totals.total_sum / seen}
-        row.update({k: v / seen for k, v in totals.loss_sums.items()})
-        row.update({"train_top1": 100.0 * totals.correct / seen, "test_top1": test["top1"],
-                    "test_top5": test["top5"], "test_loss": test["loss"]})
-        row.update(distiller.epoch_metrics())
-        epoch_s = time.perf_counter() - t_epoch
-        row["epoch_s"] = epoch_s
-        history.append(row)
-        if test["top1"] > best["top1"]:
-            best = {"top1": test["top1"], "top5": test["top5"], "epoch": epoch}
-        wall_s += epoch_s
-        train_s += train_time
-        samples += seen
+        row = _epoch_row(epoch, lr, totals, test, distiller)
+        row["epoch_s"] = time.perf_counter() - t_epoch
+        done.add(row, train_s=train_time, samples=totals.seen)
+        best = done.best
         progress.line(f"epoch {epoch}/{epochs} lr {lr:.4g} loss {row['train_loss']:.4f} "
                       f"train {row['train_top1']:.2f} test {test['top1']:.2f} "
-                      f"(best {best['top1']:.2f} @ {best['epoch']}) {epoch_s:.1f}s")
-        _write_csv(history, paths.log_csv)
+                      f"(best {best['top1']:.2f} @ {best['epoch']}) {row['epoch_s']:.1f}s")
+        _write_csv(done.history, paths.log_csv)
         atomic_torch_save({
             "format": RESUME_FORMAT, "config_hash": chash, "config": cfg, "epoch": epoch,
             "distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": rng_state(), "history": history, "best": best,
-            "wall_s": wall_s, "train_s": train_s, "samples": samples,
-            "teacher_cache_views": cache_views,
+            "rng": rng_state(), **done.saved(), "teacher_cache_views": parts.cache_views,
         }, paths.last)
 
-    if not history:
+    if not done.history:
         raise ConfigError("solver.epochs: nothing was trained")
     # a run resumed from a complete last.pt trains nothing; its log must still be written
     # (Snakemake deletes a job's outputs before it starts)
-    _write_csv(history, paths.log_csv)
-    last = history[-1]
-    record = {
-        "dataset": cfg["dataset"],
-        "teacher": cfg["teacher"]["name"] if cfg["teacher"] else "none",
-        "student": cfg["student"],
-        "method": method_label or cfg["method"]["name"],
-        "kdsrc_method": cfg["method"]["name"],
-        "seed": cfg["seed"],
-        "config_hash": chash,
-        "top1_best": best["top1"], "top5_best": best["top5"], "epoch_best": best["epoch"],
-        "top1_last": last["test_top1"], "top5_last": last["test_top5"],
-        "epochs": epochs,
-        "wall_s": round(wall_s, 3),
-        "samples_per_s": round(samples / train_s, 2) if train_s > 0 else 0.0,
-        "device": device_name(dev),
-        "mode": cfg["mode"],
-        "precision": precision,
-        "cuda_graph": "on" if step_kind == "graph" else "off",
-        **({"cuda_graph_note": graph_note} if graph_note else {}),
-        "extra_params": distiller.extra_param_count(),
-        "teacher_cache_used": teacher_cache is not None,
-        "teacher_cache_views": cache_views,
-        "switches": {k: v for k, v in cfg["method"].items() if k != "name"},
-        "versions": versions(),
-        "git_rev": git_rev(),
-        "seeds": seeds,
-        "config": cfg,
-    }
+    _write_csv(done.history, paths.log_csv)
+    record = _eval_record(cfg, chash, done, parts, dev=dev, precision=precision,
+                          step_kind=step_kind, graph_note=graph_note, method_label=method_label,
+                          seeds=seeds)
     atomic_torch_save({"model": distiller.student.state_dict(),
                        "kdsrc": {"config": cfg, "config_hash": chash, "epoch": epochs,
-                                 "top1_last": last["test_top1"]}}, paths.final)
+                                 "top1_last": done.history[-1]["test_top1"]}}, paths.final)
     atomic_write_json(record, paths.eval_json)
     return record
 
