@@ -25,6 +25,7 @@ import yaml
 
 from .atomicio import atomic_write_text
 from .config import RUN_CHOICES, canonical, config_hash, resolve_run_config
+from . import paths
 from .errors import ConfigError
 
 REPO_CONFIG = Path("config")
@@ -347,29 +348,49 @@ class Plan:
         return []
 
 
-# -- paths (README "The pipeline": where the DAG writes) -----------------------------------
+# -- paths (the patterns: kdsrc.paths) ------------------------------------------------------
 def teacher_model_path(d: str, t: str) -> str:
-    return f"results/teachers/{d}/{t}/model.pt"
+    return paths.fill(paths.TEACHER_MODEL, dataset=d, teacher=t)
+
+
+def teacher_eval_path(d: str, t: str) -> str:
+    return paths.fill(paths.TEACHER_EVAL, dataset=d, teacher=t)
+
+
+def teacher_log_path(d: str, t: str) -> str:
+    return paths.fill(paths.TEACHER_LOG, dataset=d, teacher=t)
 
 
 def teacher_cache_path(d: str, t: str) -> str:
-    return f"results/cache/{d}/{t}"
+    return paths.fill(paths.TEACHER_CACHE, dataset=d, teacher=t)
+
+
+def _run_wildcards(run: Run) -> dict[str, Any]:
+    return {"dataset": run.dataset, "teacher": run.teacher, "student": run.student,
+            "method": run.method, "seed": run.seed}
 
 
 def run_dir(run: Run) -> str:
-    return f"results/runs/{run.key}"
+    return paths.fill(paths.RUN_DIR, **_run_wildcards(run))
 
 
 def eval_json_path(run: Run) -> str:
-    return f"results/eval/runs/{run.key}.json"
+    return paths.fill(paths.RUN_EVAL, **_run_wildcards(run))
 
 
 def eval_csv_path(run: Run) -> str:
-    return f"results/eval/runs/{run.key}.csv"
+    return paths.fill(paths.RUN_LOG, **_run_wildcards(run))
 
 
 def views_path(run: Run) -> str:
-    return f"results/views/{run.dataset}/{run.teacher}/{run.method}/seed{run.seed}.pt"
+    return paths.fill(paths.VIEWS, **_run_wildcards(run))
+
+
+def table_outputs(table: str) -> list[str]:
+    """What ``snakemake tables`` builds for one table: the LaTeX and Markdown table, the bar
+    chart and the curves."""
+    return [paths.fill(p, table=table) for p in (paths.TABLE_TEX, paths.TABLE_MD,
+                                                  paths.FIGURE_BARS, paths.FIGURE_CURVES)]
 
 
 def load_plan(name_or_path: str | Path, *, config_dir: str | Path = REPO_CONFIG,

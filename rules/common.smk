@@ -5,6 +5,7 @@ import json
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from kdsrc import paths
 from kdsrc.errors import KdsrcError
 from kdsrc.plan import (
     NO_TEACHER,
@@ -12,7 +13,10 @@ from kdsrc.plan import (
     eval_json_path,
     load_plan,
     run_dir,
+    table_outputs,
     teacher_cache_path,
+    teacher_eval_path,
+    teacher_log_path,
     teacher_model_path,
     views_path,
 )
@@ -52,7 +56,7 @@ def teacher_targets():
     out = []
     for t in PLAN.teachers_used():
         out.append(teacher_model_path(DATASET, t))
-        out.append(f"results/eval/teachers/{DATASET}/{t}.json")
+        out.append(teacher_eval_path(DATASET, t))
         if PLAN.use_teacher_cache:
             out.append(teacher_cache_path(DATASET, t))
     return out
@@ -65,9 +69,8 @@ def run_targets():
 def table_targets():
     out = []
     for table in PLAN.tables:
-        out += [f"results/tables/{table}.tex", f"results/tables/{table}.md",
-                f"results/figures/{table}_bars.png", f"results/figures/{table}_curves.png"]
-    return out + ["results/metrics.json"]
+        out += table_outputs(table)
+    return out + [paths.METRICS_JSON]
 
 
 # -- input functions -------------------------------------------------------------------------
@@ -136,11 +139,10 @@ def table_logs(wildcards):
 
 
 def table_teacher_records(wildcards):
-    return [f"results/eval/teachers/{DATASET}/{t}.json"
-            for t in PLAN.table_teachers(wildcards.table)]
+    return [teacher_eval_path(DATASET, t) for t in PLAN.table_teachers(wildcards.table)]
 
 
 def table_teacher_logs(wildcards):
-    return [f"results/eval/teachers/{DATASET}/{t}.csv"
+    return [teacher_log_path(DATASET, t)
             for t in PLAN.table_teachers(wildcards.table)
             if PLAN.teachers[t]["source"] == "pretrain"]

@@ -4,9 +4,9 @@
 
 rule pretrain_views:
     input:
-        teacher="results/teachers/{dataset}/{teacher}/model.pt",
+        teacher=paths.TEACHER_MODEL,
     output:
-        "results/views/{dataset}/{teacher}/{method}/seed{seed}.pt",
+        paths.VIEWS,
     params:
         config=views_config,
         data_root=PLAN.data_root,
@@ -25,9 +25,9 @@ rule distill:
     input:
         unpack(distill_inputs),
     output:
-        final="results/runs/{dataset}/{teacher}/{student}/{method}/seed{seed}/final.pt",
-        eval="results/eval/runs/{dataset}/{teacher}/{student}/{method}/seed{seed}.json",
-        log_csv="results/eval/runs/{dataset}/{teacher}/{student}/{method}/seed{seed}.csv",
+        final=paths.RUN_FINAL,
+        eval=paths.RUN_EVAL,
+        log_csv=paths.RUN_LOG,
     params:
         config=distill_config,
         ckpt_dir=distill_ckpt_dir,

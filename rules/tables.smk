@@ -19,7 +19,7 @@ rule collect:
         records=table_records,
         teachers=table_teacher_records,
     output:
-        "results/metrics/{table}.csv",
+        paths.TABLE_METRICS,
     params:
         spec=table_spec,
         table="{table}",
@@ -35,12 +35,12 @@ rule collect:
 
 rule render_table:
     input:
-        "results/metrics/{table}.csv",
+        paths.TABLE_METRICS,
     output:
         tex=report(
-            "results/tables/{table}.tex", category="Tables", caption="report/table.rst"
+            paths.TABLE_TEX, category="Tables", caption="report/table.rst"
         ),
-        md="results/tables/{table}.md",
+        md=paths.TABLE_MD,
     params:
         spec=table_spec,
     log:
@@ -53,17 +53,17 @@ rule render_table:
 
 rule plot:
     input:
-        metrics="results/metrics/{table}.csv",
+        metrics=paths.TABLE_METRICS,
         logs=table_logs,
         teacher_logs=table_teacher_logs,
     output:
         bars=report(
-            "results/figures/{table}_bars.png",
+            paths.FIGURE_BARS,
             category="Figures",
             caption="report/bars.rst",
         ),
         curves=report(
-            "results/figures/{table}_curves.png",
+            paths.FIGURE_CURVES,
             category="Figures",
             caption="report/curves.rst",
         ),
@@ -77,9 +77,9 @@ rule plot:
 
 rule summary:
     input:
-        expand("results/metrics/{table}.csv", table=sorted(PLAN.tables)),
+        expand(paths.TABLE_METRICS, table=sorted(PLAN.tables)),
     output:
-        "results/metrics.json",
+        paths.METRICS_JSON,
     log:
         "logs/summary.log",
     run:

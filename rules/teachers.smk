@@ -4,8 +4,8 @@
 
 rule fetch_teachers:
     output:
-        model="results/teachers/{dataset}/{teacher}/model.pt",
-        source="results/teachers/{dataset}/{teacher}/source.json",
+        model=paths.TEACHER_MODEL,
+        source=paths.TEACHER_SOURCE,
     wildcard_constraints:
         teacher=DOWNLOAD_TEACHERS,
     params:
@@ -21,14 +21,14 @@ rule fetch_teachers:
 
 rule pretrain_teacher:
     output:
-        model="results/teachers/{dataset}/{teacher}/model.pt",
-        source="results/teachers/{dataset}/{teacher}/source.json",
-        log_csv="results/eval/teachers/{dataset}/{teacher}.csv",
+        model=paths.TEACHER_MODEL,
+        source=paths.TEACHER_SOURCE,
+        log_csv=paths.TEACHER_LOG,
     wildcard_constraints:
         teacher=PRETRAIN_TEACHERS,
     params:
         config=teacher_pretrain_config,
-        run_dir="results/teachers/{dataset}/{teacher}/pretrain",
+        run_dir=paths.TEACHER_PRETRAIN_DIR,
         data_root=PLAN.data_root,
         download=PLAN.download,
         jobs_per_gpu=JOBS_PER_GPU,
@@ -46,9 +46,9 @@ rule pretrain_teacher:
 
 rule evaluate_teacher:
     input:
-        model="results/teachers/{dataset}/{teacher}/model.pt",
+        model=paths.TEACHER_MODEL,
     output:
-        "results/eval/teachers/{dataset}/{teacher}.json",
+        paths.TEACHER_EVAL,
     params:
         spec=teacher_source,
         data_root=PLAN.data_root,
@@ -65,9 +65,9 @@ rule evaluate_teacher:
 
 rule teacher_cache:
     input:
-        model="results/teachers/{dataset}/{teacher}/model.pt",
+        model=paths.TEACHER_MODEL,
     output:
-        directory("results/cache/{dataset}/{teacher}"),
+        directory(paths.TEACHER_CACHE),
     params:
         data_root=PLAN.data_root,
         download=PLAN.download,

@@ -1,0 +1,58 @@
+"""Where the pipeline writes: every result-path pattern, declared once.
+
+The Snakemake rules use these patterns as they are (their ``{wildcards}`` are the rules'
+wildcards), :mod:`kdsrc.plan` fills them for its runs and targets, and :mod:`kdsrc.dvcstages`
+derives the DVC stage outputs from their folders. Wildcards: ``dataset``, ``teacher``,
+``student``, ``method`` (a plan's method entry), ``seed``, ``table``.
+
+Weights and caches are versioned by DVC, the small files (eval records, per-epoch logs,
+metrics, tables, figures) by git (README "DVC").
+
+The teacher cache of a teacher is one folder, its exact scheme (every crop/flip variant, see
+:mod:`kdsrc.cache`); the multi-view scheme's cache, which no plan builds yet, will get a folder
+of its own beside it when a plan does.
+"""
+
+from __future__ import annotations
+
+RESULTS = "results"
+
+# -- teachers (the ``teachers`` stage) -------------------------------------------------------
+TEACHER_MODEL = "results/teachers/{dataset}/{teacher}/model.pt"
+#: where the weights came from: URL + sha256, or the pretraining run
+TEACHER_SOURCE = "results/teachers/{dataset}/{teacher}/source.json"
+#: a pretrained teacher's run folder (last.pt, final.pt, eval.json)
+TEACHER_PRETRAIN_DIR = "results/teachers/{dataset}/{teacher}/pretrain"
+TEACHER_EVAL = "results/eval/teachers/{dataset}/{teacher}.json"
+#: a pretrained teacher's per-epoch log
+TEACHER_LOG = "results/eval/teachers/{dataset}/{teacher}.csv"
+TEACHER_CACHE = "results/cache/{dataset}/{teacher}"
+
+# -- distillation (the ``runs`` stage) -------------------------------------------------------
+#: Angular-KD's stage-1 views (they depend on teacher, method settings and seed, not student)
+VIEWS = "results/views/{dataset}/{teacher}/{method}/seed{seed}.pt"
+RUN_DIR = "results/runs/{dataset}/{teacher}/{student}/{method}/seed{seed}"
+RUN_FINAL = RUN_DIR + "/final.pt"
+RUN_EVAL = "results/eval/runs/{dataset}/{teacher}/{student}/{method}/seed{seed}.json"
+RUN_LOG = "results/eval/runs/{dataset}/{teacher}/{student}/{method}/seed{seed}.csv"
+
+# -- tables (the ``tables`` stage) -----------------------------------------------------------
+TABLE_METRICS = "results/metrics/{table}.csv"
+TABLE_TEX = "results/tables/{table}.tex"
+TABLE_MD = "results/tables/{table}.md"
+FIGURE_BARS = "results/figures/{table}_bars.png"
+FIGURE_CURVES = "results/figures/{table}_curves.png"
+#: every table's headline numbers (``dvc metrics``)
+METRICS_JSON = "results/metrics.json"
+
+
+def folder(pattern: str) -> str:
+    """The folder that holds every path of ``pattern``: its fixed part up to the first
+    wildcard's folder (``results/eval/runs`` for :data:`RUN_EVAL`)."""
+    fixed = pattern.split("{", 1)[0]
+    return fixed.rstrip("/") if fixed.endswith("/") else fixed.rsplit("/", 1)[0]
+
+
+def fill(pattern: str, **wildcards) -> str:
+    """``pattern`` with its wildcards replaced (every one must be given)."""
+    return pattern.format(**wildcards)
