@@ -407,10 +407,14 @@ def synthetic_records(repo: Path, plan_name: str = "paper") -> int:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(rec))
         _epoch_log(repo / eval_csv_path(run), epochs, top1)
+    from kdsrc import paths, report
+    from kdsrc.plan import teacher_eval_path
+
+    numbers = report.load_published(repo / paths.PUBLISHED)
     for t in plan.teachers_used():
-        p = repo / f"results/eval/teachers/{plan.dataset}/{t}.json"
+        p = repo / teacher_eval_path(plan.dataset, t)
         p.parent.mkdir(parents=True, exist_ok=True)
-        published = plan.teachers[t].get("published_top1")
+        published = numbers.teacher(t, plan.dataset)
         p.write_text(json.dumps({"dataset": plan.dataset, "teacher": t, "model": t,
                                  "top1": 75.0, "top5": 93.0, "source": "benchmark",
                                  "published_top1": published, "delta": None}))
@@ -468,11 +472,11 @@ def measure_pipeline(work: Path) -> dict:
 def regenerate_in_process(repo: Path) -> dict:
     """The same tables (and figures) through kdsrc.report in this process: what the report
     rules compute, without Snakemake's DAG and one interpreter per job."""
-    from kdsrc import report
+    from kdsrc import paths, report
     from kdsrc.plan import eval_csv_path
 
     plan = plan_in("paper", repo / "config")
-    published = report.load_published(repo / "config" / "published_cifar100.csv")
+    published = report.load_published(repo / paths.PUBLISHED)
     out = repo / "results" / "in_process"
     t0 = time.perf_counter()
     frames = {}

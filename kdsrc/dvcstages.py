@@ -41,8 +41,8 @@ STAGE_UPSTREAM = {"teachers": [], "runs": [folder for folder, cached in STAGE_OU
                              for folder, cached in STAGE_OUTS[stage] if not cached]}
 COMMON_DEPS = ["Snakefile", "rules", "kdsrc", "config/plans", "config/schema",
                "profiles/default"]
-STAGE_EXTRA_DEPS = {"teachers": ["config/teacher_hashes.yaml"], "runs": [],
-                    "tables": ["config/published_cifar100.csv"]}
+STAGE_EXTRA_DEPS = {"teachers": ["config/teacher_hashes.yaml", paths.PUBLISHED], "runs": [],
+                    "tables": [paths.PUBLISHED]}
 METRICS = paths.METRICS_JSON
 
 _RULE = re.compile(r"^rule (\w+):", re.M)

@@ -16,6 +16,9 @@ of its own beside it when a plan does.
 from __future__ import annotations
 
 RESULTS = "results"
+#: every published number the tables and the teacher evaluations compare with
+#: (kdsrc.report.published reads it)
+PUBLISHED = "config/published.csv"
 
 # -- teachers (the ``teachers`` stage) -------------------------------------------------------
 TEACHER_MODEL = "results/teachers/{dataset}/{teacher}/model.pt"

@@ -18,19 +18,19 @@ rule collect:
     input:
         records=table_records,
         teachers=table_teacher_records,
+        published=paths.PUBLISHED,
     output:
         paths.TABLE_METRICS,
     params:
         spec=table_spec,
         table="{table}",
-        published="config/published_cifar100.csv",
     log:
         "logs/collect/{table}.log",
     run:
         from kdsrc.report.rule_jobs import collect_job
 
         collect_job(input.records, input.teachers, output[0], spec=params.spec,
-                    table=params.table, published=params.published, log=log[0])
+                    table=params.table, published=input.published, log=log[0])
 
 
 rule render_table:

@@ -47,6 +47,7 @@ rule pretrain_teacher:
 rule evaluate_teacher:
     input:
         model=paths.TEACHER_MODEL,
+        published=paths.PUBLISHED,
     output:
         paths.TEACHER_EVAL,
     params:

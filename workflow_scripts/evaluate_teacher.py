@@ -2,6 +2,7 @@
 
 from kdsrc.engine import atomic_write_json, evaluate_checkpoint
 from kdsrc.jobs import job
+from kdsrc.report.published import load_published
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 
@@ -9,7 +10,8 @@ with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as 
     res = evaluate_checkpoint(sm.wildcards.teacher, sm.input.model, sm.wildcards.dataset,
                               data_root=sm.params.data_root, download=sm.params.download,
                               device=device)
-    published = sm.params.spec.get("published_top1")
+    published = load_published(sm.input.published).teacher(sm.wildcards.teacher,
+                                                            sm.wildcards.dataset)
     res.update(dataset=sm.wildcards.dataset, teacher=sm.wildcards.teacher,
                source=sm.params.spec["source"], published_top1=published,
                delta=None if published is None else round(res["top1"] - published, 4))

@@ -3,7 +3,7 @@
 Typical use (what the ``collect``/``render_table``/``plot`` rules do)::
 
     from kdsrc import report
-    pub = report.load_published("config/published_cifar100.csv")
+    pub = report.load_published("config/published.csv")
     df = report.collect(["results/eval"], plan["tables"]["T1"], "T1", published=pub)
     report.write_metrics_csv(df, "results/metrics/T1.csv")
     report.write_table(df, plan["tables"]["T1"], "results/tables/T1.tex", "results/tables/T1.md")

@@ -18,6 +18,7 @@ values     the per-seed values, ordered by seed (CSV: ``;``-separated)
 seeds      the seeds, same order
 published  the published top-1 for the cell (top-1 metrics only), if known
 delta      mean − published
+published_secondary  the published number comes from a secondary source (rendered with †)
 =========  ==================================================================================
 """
 
@@ -39,7 +40,8 @@ from .records import SOURCE, RecordLike, load_records, record_kind
 from .spec import teacher_metric, validate_spec
 
 COLUMNS = ("table", "row", "column", "dataset", "teacher", "student", "method", "metric",
-           "n_seeds", "mean", "std", "values", "seeds", "published", "delta")
+           "n_seeds", "mean", "std", "values", "seeds", "published", "delta",
+           "published_secondary")
 FLOAT_COLUMNS = ("mean", "std", "published", "delta")
 NAN = float("nan")
 
@@ -88,7 +90,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def _cell(table: str, row: str, column: str, dataset: str, teacher: str, student: str,
           method: str, metric: str, recs: list[dict[str, Any]], published: float | None,
-          seeds: list[int] | None = None) -> dict[str, Any]:
+          seeds: list[int] | None = None, secondary: bool = False) -> dict[str, Any]:
     values = [float(r[metric]) for r in recs]
     mean, std = _stats(values)
     pub = _nan(published)
@@ -96,7 +98,8 @@ def _cell(table: str, row: str, column: str, dataset: str, teacher: str, student
     return {"table": table, "row": row, "column": column, "dataset": dataset, "teacher": teacher,
             "student": student, "method": method, "metric": metric, "n_seeds": len(values),
             "mean": mean, "std": std, "values": tuple(values),
-            "seeds": tuple(seeds if seeds is not None else ()), "published": pub, "delta": delta}
+            "seeds": tuple(seeds if seeds is not None else ()), "published": pub, "delta": delta,
+            "published_secondary": bool(secondary and published is not None)}
 
 
 def _run_cell(idx: _Index, table: str, row: str, column: str, pair: tuple[str, str],
@@ -111,11 +114,12 @@ def _run_cell(idx: _Index, table: str, row: str, column: str, pair: tuple[str, s
         srcs = ", ".join(f"{r[SOURCE]} ({r['epochs']})" for r in recs)
         raise KdsrcError(f"table {table}: the seeds of {key[0]}->{key[1]} {key[2]} were trained for "
                          f"different numbers of epochs: {srcs}")
-    published = None
+    published, secondary = None, False
     if pub is not None and metric.startswith("top1"):
         published = pub.run(teacher, student, pub_name, idx.dataset)
+        secondary = pub.is_secondary(teacher, student, pub_name, idx.dataset)
     return _cell(table, row, column, idx.dataset, key[0], key[1], key[2], metric, recs, published,
-                 seeds)
+                 seeds, secondary)
 
 
 def _teacher_cell(idx: _Index, table: str, row: str, column: str, teacher: str, metric: str,
@@ -208,6 +212,8 @@ def metrics_csv_text(df: pd.DataFrame) -> str:
                 row.append(str(int(v)))
             elif c in FLOAT_COLUMNS:
                 row.append(_fmt(float(v)))
+            elif c == "published_secondary":
+                row.append("yes" if v else "")
             else:
                 row.append(_fmt(v))
         w.writerow(row)
@@ -227,10 +233,13 @@ def read_metrics_csv(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise KdsrcError(f"{path}: cannot read metrics CSV ({str(e).splitlines()[0]})") from None
+    if "published_secondary" not in df.columns:   # a metrics CSV written before the column
+        df["published_secondary"] = ""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise KdsrcError(f"{path}: not a metrics CSV (misses {', '.join(missing)})")
     df = df[list(COLUMNS)].copy()
+    df["published_secondary"] = df["published_secondary"] == "yes"
     df["n_seeds"] = df["n_seeds"].astype("int64")
     for c in FLOAT_COLUMNS:
         df[c] = df[c].map(lambda s: float(s) if s != "" else NAN).astype("float64")

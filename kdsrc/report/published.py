@@ -1,6 +1,9 @@
-"""Published reference numbers (the format of ``config/published_cifar100.csv``).
+"""Published reference numbers: ``config/published.csv``, the one file of every published number
+the tables compare with (teachers' own top-1 included).
 
-Columns ``teacher, student, method, top1, source``. Which dataset the numbers are for: an
+Columns ``dataset, teacher, student, method, top1, source`` and optionally ``secondary``
+(``true`` for a number read from a secondary source -- a summary or another project's README,
+not the paper itself: the rendered tables footnote it). Which dataset the numbers are for: an
 optional ``dataset`` column (per row); else the ``dataset`` argument of :func:`load_published`;
 else the file name ``published_<dataset>.csv`` (``published_cifar100.csv`` -> cifar100); else
 the rows apply to every dataset. A table of another dataset (the quick plan's digits) so gets
@@ -22,6 +25,7 @@ import pandas as pd
 from ..errors import KdsrcError
 
 PUBLISHED_COLUMNS = ("teacher", "student", "method", "top1", "source")
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0", "")
 
 
 class Published:
@@ -34,12 +38,16 @@ class Published:
         self.dataset = dataset
         self._runs: dict[tuple[str, str, str, str | None], float] = {}
         self._teachers: dict[tuple[str, str | None], float] = {}
+        self._secondary: set[tuple[str, str, str, str | None]] = set()
         has_ds = "dataset" in frame.columns
+        has_secondary = "secondary" in frame.columns
         for row in frame.itertuples(index=False):
             ds = getattr(row, "dataset") if has_ds else None
             ds = dataset if ds is None or (isinstance(ds, float) and math.isnan(ds)) or ds == "" \
                 else str(ds)
             key = (str(row.teacher), str(row.student), str(row.method), ds)
+            if key not in self._runs and has_secondary and bool(getattr(row, "secondary")):
+                self._secondary.add(key)
             self._runs.setdefault(key, float(row.top1))
             if row.method == "teacher":
                 self._teachers.setdefault((str(row.teacher), ds), float(row.top1))
@@ -56,6 +64,15 @@ class Published:
         ``dataset`` None: the file's own dataset."""
         return self._get(self._runs, (teacher, student, method), dataset)
 
+    def is_secondary(self, teacher: str, student: str, method: str,
+                     dataset: str | None = None) -> bool:
+        """Whether the number :meth:`run` gives comes from a secondary source."""
+        for ds in (self.dataset if dataset is None else dataset, None):
+            key = (teacher, student, method, ds)
+            if key in self._runs:
+                return key in self._secondary
+        return False
+
     def teacher(self, teacher: str, dataset: str | None = None) -> float | None:
         """Published top-1 of a teacher (any of its rows with method ``teacher``)."""
         return self._get(self._teachers, (teacher,), dataset)
@@ -70,7 +87,8 @@ def load_published(csv_path: str | Path, dataset: str | None = None) -> Publishe
     path = Path(csv_path)
     try:
         frame = pd.read_csv(path, dtype={"teacher": str, "student": str, "method": str,
-                                         "source": str}, keep_default_na=False,
+                                         "source": str, "secondary": str},
+                            keep_default_na=False,
                             na_values={"top1": [""]})
     except FileNotFoundError:
         raise KdsrcError(f"{path}: published-numbers file not found") from None
@@ -86,6 +104,14 @@ def load_published(csv_path: str | Path, dataset: str | None = None) -> Publishe
         i = int(bad[0])
         raise KdsrcError(f"{path}: line {i + 2}: top1 must be a number, got {frame['top1'][i]!r}")
     frame = frame.assign(top1=top1.astype(float))
+    if "secondary" in frame.columns:
+        flags = frame["secondary"].astype(str).str.strip().str.lower()
+        bad = frame.index[~flags.isin(_TRUE + _FALSE)]
+        if len(bad):
+            i = int(bad[0])
+            raise KdsrcError(f"{path}: line {i + 2}: secondary must be true or false, got "
+                             f"{frame['secondary'][i]!r}")
+        frame = frame.assign(secondary=flags.isin(_TRUE))
     for c in ("teacher", "student", "method"):
         empty = frame.index[frame[c].str.strip() == ""]
         if len(empty):

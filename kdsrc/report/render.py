@@ -52,7 +52,7 @@ _LATEX_SPECIALS = {
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
     "±": r"$\pm$", "Δ": r"$\Delta$", "→": r"$\rightarrow$", "−": r"$-$", "×": r"$\times$",
-    "–": "--", "—": "---",
+    "–": "--", "—": "---", "†": r"$^\dagger$",
 }
 
 
@@ -78,8 +78,14 @@ class Stat:
 
 @dataclass(frozen=True)
 class Num:
-    """A plain 2-decimal number (e.g. a published value); None: missing."""
+    """A plain 2-decimal number (e.g. a published value); None: missing. ``secondary``: a
+    published number from a secondary source, marked † (and footnoted in the caption)."""
     value: float | None
+    secondary: bool = False
+
+#: the caption's footnote for the † of a published number from a secondary source
+SECONDARY_NOTE = ("† published number from a secondary source (a summary of the paper or "
+                  "another project's README), not yet checked against the paper.")
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,9 @@ def _latex_cell(c: Cell) -> str:
         body = _f2(c.mean) if c.n == 1 else rf"{_f2(c.mean)} \pm {_f2(c.std)}"
         return rf"$\mathbf{{{body}}}$" if c.bold else f"${body}$"
     if isinstance(c, Num):
-        return MISSING if c.value is None else f"${_f2(c.value)}$"
+        if c.value is None:
+            return MISSING
+        return f"${_f2(c.value)}^\\dagger$" if c.secondary else f"${_f2(c.value)}$"
     return MISSING if c.value is None else f"${_signed(c.value)}$"
 
 
@@ -138,7 +146,9 @@ def _md_cell(c: Cell) -> str:
         body = _f2(c.mean) if c.n == 1 else f"{_f2(c.mean)} ± {_f2(c.std)}"
         return f"**{body}**" if c.bold else body
     if isinstance(c, Num):
-        return MISSING if c.value is None else _f2(c.value)
+        if c.value is None:
+            return MISSING
+        return _f2(c.value) + ("†" if c.secondary else "")
     return MISSING if c.value is None else _signed(c.value)
 
 
@@ -175,6 +185,11 @@ class _Cells:
         if rec is None or _isnan(rec["published"]):
             return None
         return float(rec["published"])
+
+    def published_num(self, row: str, column: str) -> Num:
+        rec = self.get(row, column)
+        return Num(self.published(row, column),
+                   bool(rec is not None and rec.get("published_secondary", False)))
 
 
 def _isnan(v: Any) -> bool:
@@ -231,8 +246,8 @@ def _layout(df: pd.DataFrame, spec: dict[str, Any], table: str) -> Layout:
                 row.append(cells.stat(r, "teacher"))
             row += _bold_best([cells.stat(r, m) for m in spec["methods"]])
             if comp:
-                pub = cells.published(r, comp)
-                row += [Num(pub), Delta(_diff(_mean(cells.stat(r, comp)), pub))]
+                pub = cells.published_num(r, comp)
+                row += [pub, Delta(_diff(_mean(cells.stat(r, comp)), pub.value))]
             rows.append(row)
         extra = [METRIC_SENTENCES[metric]]
         if comp:
@@ -268,10 +283,12 @@ def _layout(df: pd.DataFrame, spec: dict[str, Any], table: str) -> Layout:
         headers = ["Teacher", "Ours", "Published", "Δ"]
         for t in spec["teachers"]:
             ours = cells.stat(t, field_)
-            pub = cells.published(t, field_)
-            rows.append([t, ours, Num(pub), Delta(_diff(_mean(ours), pub))])
+            pub = cells.published_num(t, field_)
+            rows.append([t, ours, pub, Delta(_diff(_mean(ours), pub.value))])
         caption = _caption(spec, f"Metric: teacher {what} accuracy (%) on the test set; "
                                  "Δ = ours − published.")
+    if any(isinstance(c, Num) and c.secondary and c.value is not None for r in rows for c in r):
+        caption = caption + [(SECONDARY_NOTE, False)]
     align = ["l" if isinstance(c, str) else "c" for c in rows[0]]
     return Layout(table, headers, align, rows, caption, spec["label"], spec["title"])
 

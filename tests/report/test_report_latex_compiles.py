@@ -84,3 +84,12 @@ def test_missing_pdflatex_skips_locally_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI is set"):
         _pdflatex()
+
+
+def test_a_table_with_a_secondary_published_number_compiles(tmp_path):
+    """The † of a number from a secondary source, in a cell and in the caption's footnote."""
+    spec = SPECS["T1"]
+    pub = report.load_published(PUBLISHED).frame.assign(secondary=True)
+    tex = report.render_latex(report.collect([EVAL], spec, "T1", published=pub), spec)
+    assert r"^\dagger$" in tex and "secondary source" in tex
+    _compile(tmp_path, tex)
