@@ -100,10 +100,18 @@ def validate_schema(plan: Any, schema_path: str | Path = SCHEMA_PATH, *, name: s
 
 def declared_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The plan schema with the solver keys, the run keys (mode, precision, channels_last,
-    compile, cuda_graph) and the dataset names filled in from their one declaration (:mod:`kdsrc.config`,
-    :mod:`kdsrc.dataset_facts`)."""
+    compile, cuda_graph), the dataset names, the table kinds and the metrics filled in from
+    their one declaration (:mod:`kdsrc.config`, :mod:`kdsrc.dataset_facts`,
+    :mod:`kdsrc.report.kinds`, :mod:`kdsrc.report.records`)."""
     from .config import RUN_CHOICES, SOLVER
     from .dataset_facts import DATASET_NAMES
+    from .report.kinds import TABLE_KINDS
+    from .report.records import METRICS
+
+    table = schema["properties"]["tables"]["additionalProperties"]["properties"]
+    table["kind"] = {"enum": sorted(TABLE_KINDS)}
+    table["metric"] = {"enum": list(METRICS)}
+    table["metrics"]["items"] = {"enum": list(METRICS)}
 
     schema["properties"]["dataset"] = {"enum": list(DATASET_NAMES)}
     schema["$defs"]["solver"]["properties"] = {s.name: s.json_schema() for s in SOLVER}
@@ -308,20 +316,13 @@ class Plan:
                       {t for spec in self.tables.values() for t in spec.get("teachers", [])})
 
     def table_runs(self, table: str) -> list[Run]:
-        """The runs whose eval records a table reads."""
-        spec = self.tables[table]
-        kind = spec["kind"]
-        if kind == "teachers":
-            return []
-        if kind == "ablation":
-            pairs = [tuple(spec["pair"])]
-            methods = list(spec["methods"])
-        elif kind == "plugin":
-            pairs = self.expand_pairs(spec["pairs"])
-            methods = list(spec["bases"]) + list(spec["bases"].values())
-        else:
-            pairs = self.expand_pairs(spec["pairs"])
-            methods = list(spec["methods"])
+        """The runs whose eval records a table reads (its kind says which:
+        :mod:`kdsrc.report.kinds`)."""
+        from .report.kinds import kind_of
+
+        spec = self.table_spec(table)
+        kind = kind_of(spec)
+        pairs, methods = kind.pairs(spec), kind.methods(spec)
         wanted = {(NO_TEACHER if m == VANILLA else t, s, m) for t, s in pairs for m in methods}
         found = [r for r in self.runs if (r.teacher, r.student, r.method) in wanted]
         missing = wanted - {(r.teacher, r.student, r.method) for r in found}
@@ -340,12 +341,11 @@ class Plan:
         return spec
 
     def table_teachers(self, table: str) -> list[str]:
-        spec = self.tables[table]
-        if spec["kind"] == "teachers":
-            return list(spec["teachers"])
-        if spec.get("teacher_column"):
-            return sorted({t for t, _ in self.expand_pairs(spec.get("pairs", []))})
-        return []
+        """The teachers whose teacher records a table reads."""
+        from .report.kinds import kind_of
+
+        spec = self.table_spec(table)
+        return kind_of(spec).teachers(spec)
 
 
 # -- paths (the patterns: kdsrc.paths) ------------------------------------------------------

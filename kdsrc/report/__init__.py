@@ -16,22 +16,33 @@ metrics CSVs into the nested dict that ``dvc metrics`` reads.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Iterable
 
-from .collect import (COLUMNS, collect, metrics_csv_text, metrics_summary, read_metrics_csv,
-                      write_metrics_csv)
-from .published import Published, load_published
-from .records import METRICS, load_records
-from .render import escape_latex, render_latex, render_markdown, write_table
-from .spec import KINDS, validate_spec
+#: what the package exports, and the module each name lives in: imported on first use, so that
+#: the plan can ask :mod:`kdsrc.report.kinds` about a table without pandas, tabulate and
+#: matplotlib (Snakemake builds its DAG in that time)
+_EXPORTS = {
+    **dict.fromkeys(("COLUMNS", "collect", "metrics_csv_text", "metrics_summary",
+                     "read_metrics_csv", "write_metrics_csv"), ".collect"),
+    **dict.fromkeys(("Published", "load_published"), ".published"),
+    **dict.fromkeys(("METRICS", "load_records"), ".records"),
+    **dict.fromkeys(("escape_latex", "render_latex", "render_markdown", "write_table"),
+                    ".render"),
+    **dict.fromkeys(("KINDS", "validate_spec"), ".spec"),
+}
 
-__all__ = [
-    "COLUMNS", "KINDS", "METRICS", "Published", "collect", "escape_latex", "load_published",
-    "load_records", "make_table", "metrics_csv_text", "metrics_summary", "plot_table_bars",
-    "plot_training_curves", "read_metrics_csv", "render_latex", "render_markdown",
-    "validate_spec", "write_metrics_csv", "write_table",
-]
+__all__ = sorted([*_EXPORTS, "make_table", "plot_table_bars", "plot_training_curves"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
 def plot_table_bars(*args, **kwargs):
@@ -54,6 +65,9 @@ def make_table(records: Iterable[Any] | Any, spec: dict[str, Any], table_name: s
                tex: str | Path | None = None, md: str | Path | None = None,
                png: str | Path | None = None):
     """collect + every requested output (each written atomically); returns the frame."""
+    from .collect import collect, write_metrics_csv
+    from .render import write_table
+
     df = collect(records, spec, table_name, published=published)
     if metrics_csv is not None:
         write_metrics_csv(df, metrics_csv)

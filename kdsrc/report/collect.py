@@ -37,6 +37,7 @@ from ..errors import ConfigError, KdsrcError
 from ..atomicio import atomic_write_text
 from .published import Published, as_published
 from .records import SOURCE, RecordLike, load_records, record_kind
+from .kinds import kind_of
 from .spec import teacher_metric, validate_spec
 
 COLUMNS = ("table", "row", "column", "dataset", "teacher", "student", "method", "metric",
@@ -158,26 +159,7 @@ def collect(records: Iterable[RecordLike] | RecordLike, spec: dict[str, Any], ta
     recs = load_records(records)
     pub = as_published(published)
     idx = _Index(recs, _choose_dataset(recs, norm, table_name))
-    kind, metric, t = norm["kind"], norm["metric"], table_name
-    cells: list[dict[str, Any]] = []
-    if kind in ("grid", "plugin"):
-        names = norm["published_names"]
-        methods = (norm["methods"] if kind == "grid"
-                   else [m for b, v in norm["bases"].items() for m in (b, v)])
-        for pair in norm["pairs"]:
-            row = pair_row(*pair)
-            if kind == "grid" and norm["teacher_column"]:
-                cells.append(_teacher_cell(idx, t, row, "teacher", pair[0], metric, pub))
-            for m in methods:
-                cells.append(_run_cell(idx, t, row, m, pair, m, metric, pub, names.get(m, m)))
-    elif kind == "ablation":
-        for m in norm["methods"]:
-            for met in norm["metrics"]:
-                cells.append(_run_cell(idx, t, m, met, norm["pair"], m, met, pub, m))
-    else:
-        field = teacher_metric(metric)
-        for teacher in norm["teachers"]:
-            cells.append(_teacher_cell(idx, t, teacher, field, teacher, metric, pub))
+    cells = kind_of(norm).cells(idx, norm, table_name, pub)
     df = pd.DataFrame(cells, columns=list(COLUMNS))
     return df.astype({"n_seeds": "int64", **{c: "float64" for c in FLOAT_COLUMNS}})
 

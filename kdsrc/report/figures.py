@@ -24,9 +24,9 @@ from matplotlib.patches import Patch
 
 from ..errors import KdsrcError
 from ..atomicio import atomic_write
-from .collect import pair_row
-from .render import METRIC_HEADERS, _Cells, _one_table
-from .spec import teacher_metric, validate_spec
+from .kinds import kind_of
+from .render import _Cells, _one_table
+from .spec import validate_spec
 
 CURVE_LABELS = {"test_top1": "test top-1 (%)", "test_top5": "test top-5 (%)",
                 "train_top1": "train top-1 (%)", "train_loss": "train loss",
@@ -178,34 +178,12 @@ def _bar_series(df: pd.DataFrame, spec: dict[str, Any]
                 ) -> tuple[list[str], list[tuple[str, list[tuple[float, float]]]], str]:
     """Group labels, [(series label, [(mean, std) per group])], y label. NaN mean: no bar."""
     cells = _Cells(df)
-    kind, metric = spec["kind"], spec["metric"]
 
     def ms(row: str, col: str) -> tuple[float, float]:
         s = cells.stat(row, col)
         return (s.mean, s.std if s.n > 1 else 0.0) if s.n else (math.nan, 0.0)
 
-    if kind in ("grid", "plugin"):
-        groups = [f"{t}→{s}" for t, s in spec["pairs"]]
-        rows = [pair_row(t, s) for t, s in spec["pairs"]]
-        methods = (spec["methods"] if kind == "grid"
-                   else [m for b, v in spec["bases"].items() for m in (b, v)])
-        labels = spec["column_labels"]
-        series = [(labels.get(m, m), [ms(r, m) for r in rows]) for m in methods]
-        return groups, series, METRIC_HEADERS[metric] + " (%)"
-    if kind == "ablation":
-        labels = spec["row_labels"]
-        groups = [METRIC_HEADERS[m] for m in spec["metrics"]]
-        series = [(labels.get(m, m), [ms(m, met) for met in spec["metrics"]])
-                  for m in spec["methods"]]
-        return groups, series, "accuracy (%)"
-    field = teacher_metric(metric)
-    ours = [ms(t, field) for t in spec["teachers"]]
-    pubs = []
-    for t in spec["teachers"]:
-        p = cells.published(t, field)
-        pubs.append((math.nan if p is None else p, 0.0))
-    what = "top-1" if field == "top1" else "top-5"
-    return list(spec["teachers"]), [("ours", ours), ("published", pubs)], f"teacher {what} (%)"
+    return kind_of(spec).bars(cells, spec, ms)
 
 
 @_one_at_a_time

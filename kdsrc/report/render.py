@@ -34,8 +34,8 @@ from tabulate import tabulate
 
 from ..errors import KdsrcError
 from ..atomicio import atomic_write_text
-from .collect import pair_row
-from .spec import teacher_metric, validate_spec
+from .kinds import kind_of
+from .spec import validate_spec
 
 METRIC_HEADERS = {"top1_best": "Top-1 (best)", "top1_last": "Top-1 (last)",
                   "top5_best": "Top-5 (best)", "top5_last": "Top-5 (last)"}
@@ -228,65 +228,8 @@ def _caption(spec: dict[str, Any], *extra: str) -> list[tuple[str, bool]]:
 
 def _layout(df: pd.DataFrame, spec: dict[str, Any], table: str) -> Layout:
     cells = _Cells(df)
-    kind, metric = spec["kind"], spec["metric"]
-    rows: list[list[Cell]] = []
-    if kind == "grid":
-        labels = spec["column_labels"]
-        headers = ["Teacher", "Student"]
-        if spec["teacher_column"]:
-            headers.append("Teacher acc.")
-        headers += [labels.get(m, m) for m in spec["methods"]]
-        comp = spec["compare"]
-        if comp:
-            headers += ["Published", "Δ"]
-        for t, s in spec["pairs"]:
-            r = pair_row(t, s)
-            row: list[Cell] = [t, s]
-            if spec["teacher_column"]:
-                row.append(cells.stat(r, "teacher"))
-            row += _bold_best([cells.stat(r, m) for m in spec["methods"]])
-            if comp:
-                pub = cells.published_num(r, comp)
-                row += [pub, Delta(_diff(_mean(cells.stat(r, comp)), pub.value))]
-            rows.append(row)
-        extra = [METRIC_SENTENCES[metric]]
-        if comp:
-            extra.append(f"Published: the published top-1 of {labels.get(comp, comp)}; "
-                         "Δ = ours − published.")
-        caption = _caption(spec, *extra)
-    elif kind == "plugin":
-        labels = spec["column_labels"]
-        headers = ["Teacher", "Student"]
-        for b, v in spec["bases"].items():
-            headers += [labels.get(b, b), labels.get(v, v), "Δ"]
-        for t, s in spec["pairs"]:
-            r = pair_row(t, s)
-            row = [t, s]
-            for b, v in spec["bases"].items():
-                sb, sv = _bold_best([cells.stat(r, b), cells.stat(r, v)])
-                row += [sb, sv, Delta(_diff(_mean(sv), _mean(sb)))]
-            rows.append(row)
-        caption = _caption(spec, METRIC_SENTENCES[metric],
-                           "Δ = each variant − its base method.")
-    elif kind == "ablation":
-        labels = spec["row_labels"]
-        headers = ["Variant"] + [METRIC_HEADERS[m] for m in spec["metrics"]]
-        columns = [_bold_best([cells.stat(m, met) for m in spec["methods"]])
-                   for met in spec["metrics"]]
-        for i, m in enumerate(spec["methods"]):
-            rows.append([labels.get(m, m)] + [col[i] for col in columns])
-        t, s = spec["pair"]
-        caption = _caption(spec, f"Pair: teacher {t}, student {s}. Accuracy in %.")
-    else:
-        field_ = teacher_metric(metric)
-        what = "top-1" if field_ == "top1" else "top-5"
-        headers = ["Teacher", "Ours", "Published", "Δ"]
-        for t in spec["teachers"]:
-            ours = cells.stat(t, field_)
-            pub = cells.published_num(t, field_)
-            rows.append([t, ours, pub, Delta(_diff(_mean(ours), pub.value))])
-        caption = _caption(spec, f"Metric: teacher {what} accuracy (%) on the test set; "
-                                 "Δ = ours − published.")
+    headers, rows, extra = kind_of(spec).layout(cells, spec)
+    caption = _caption(spec, *extra)
     if any(isinstance(c, Num) and c.secondary and c.value is not None for r in rows for c in r):
         caption = caption + [(SECONDARY_NOTE, False)]
     align = ["l" if isinstance(c, str) else "c" for c in rows[0]]

@@ -1,19 +1,9 @@
 """Table specs (the ``tables:`` entries of a plan): validation and defaults.
 
-Kinds and their keys (``*`` = required)::
-
-  grid      rows = (teacher, student) pairs, one column per method
-            pairs*, methods*, metric, compare, published_names, teacher_column, column_labels
-  plugin    rows = pairs; for every base method: base | Angular-KD variant | Δ (variant − base)
-            pairs*, bases* ({base: variant}), metric, published_names, column_labels
-  ablation  rows = method variants on one pair, one column per metric
-            pair*, methods*, metrics (default: all four), row_labels
-  teachers  rows = teachers: ours, published, Δ (ours − published)
-            teachers*, metric (top1_* -> the record's top1, top5_* -> top5)
-
-Common keys: kind*, title, caption, label, dataset (which records to use when several datasets
-are present), metric (default ``top1_best``). Unknown keys are errors (a typo must not silently
-drop a column). Method name ``vanilla`` is the student trained alone (teacher ``none``).
+The kinds and their keys: :mod:`kdsrc.report.kinds` (one class each). Common keys: kind*,
+title, caption, label, dataset (which records to use when several datasets are present), metric
+(default ``top1_best``). Unknown keys are errors (a typo must not silently drop a column).
+Method name ``vanilla`` is the student trained alone (teacher ``none``).
 """
 
 from __future__ import annotations
@@ -26,18 +16,6 @@ from .records import METRICS
 
 KINDS = ("ablation", "grid", "plugin", "teachers")
 COMMON_KEYS = ("kind", "title", "caption", "label", "dataset", "metric")
-KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "grid": ("pairs", "methods", "compare", "published_names", "teacher_column", "column_labels"),
-    "plugin": ("pairs", "bases", "published_names", "column_labels"),
-    "ablation": ("pair", "methods", "metrics", "row_labels"),
-    "teachers": ("teachers",),
-}
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "grid": ("pairs", "methods"),
-    "plugin": ("pairs", "bases"),
-    "ablation": ("pair", "methods"),
-    "teachers": ("teachers",),
-}
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_:.\-]+$")
 
 
@@ -116,12 +94,15 @@ def validate_spec(spec: Any, table: str) -> dict[str, Any]:
     kind = spec["kind"]
     if kind not in KINDS:
         raise _err(table, "kind", f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-    allowed = COMMON_KEYS + KIND_KEYS[kind]
+    from .kinds import TABLE_KINDS
+
+    kind_class = TABLE_KINDS[kind]
+    allowed = COMMON_KEYS + kind_class.keys
     unknown = sorted(str(k) for k in spec if k not in allowed)
     if unknown:
         raise _err(table, unknown[0], f"unknown key for a {kind} table; valid keys: "
                    + ", ".join(sorted(allowed)))
-    for k in REQUIRED[kind]:
+    for k in kind_class.required:
         if k not in spec or spec[k] is None:
             raise _err(table, k, f"missing required key for a {kind} table")
 
@@ -136,43 +117,7 @@ def validate_spec(spec: Any, table: str) -> dict[str, Any]:
     out["dataset"] = None if ds is None else _name(ds, table, "dataset")
     out["metric"] = _metric(spec.get("metric", "top1_best"), table, "metric")
 
-    if kind in ("grid", "plugin"):
-        out["pairs"] = _pairs(spec["pairs"], table, "pairs")
-        out["published_names"] = _str_map(spec.get("published_names"), table, "published_names")
-        out["column_labels"] = _str_map(spec.get("column_labels"), table, "column_labels")
-    if kind == "grid":
-        out["methods"] = _names(spec["methods"], table, "methods")
-        if "teacher" in out["methods"]:
-            raise _err(table, "methods", "'teacher' is reserved (use teacher_column: true)")
-        comp = spec.get("compare")
-        if comp is not None:
-            comp = _name(comp, table, "compare")
-            if comp not in out["methods"]:
-                raise _err(table, "compare", f"{comp!r} is not one of the table's methods "
-                           f"({', '.join(out['methods'])})")
-        out["compare"] = comp
-        tc = spec.get("teacher_column", False)
-        if not isinstance(tc, bool):
-            raise _err(table, "teacher_column", f"expected true or false, got {tc!r}")
-        out["teacher_column"] = tc
-    elif kind == "plugin":
-        bases = _str_map(spec["bases"], table, "bases", nonempty=True)
-        methods = list(bases) + list(bases.values())
-        dup = sorted({m for m in methods if methods.count(m) > 1})
-        if dup:
-            raise _err(table, "bases", f"a method appears twice: {', '.join(dup)}")
-        out["bases"] = bases
-    elif kind == "ablation":
-        out["pair"] = _pair(spec["pair"], table, "pair")
-        out["methods"] = _names(spec["methods"], table, "methods")
-        metrics = spec.get("metrics", list(METRICS))
-        metrics = _names(metrics, table, "metrics")
-        for i, m in enumerate(metrics):
-            _metric(m, table, f"metrics[{i}]")
-        out["metrics"] = metrics
-        out["row_labels"] = _str_map(spec.get("row_labels"), table, "row_labels")
-    else:  # teachers
-        out["teachers"] = _names(spec["teachers"], table, "teachers")
+    out.update(kind_class.normalise(spec, table))
     return out
 
 
