@@ -114,12 +114,7 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
     the process is killed outright). An existing ``out_dir`` is an error unless ``overwrite``.
     The teacher is moved to ``device`` (and left there, in its original train/eval mode).
     """
-    if dtype not in DTYPES.values():
-        raise ConfigError(f"teacher cache dtype must be float16 or float32, got {dtype}")
-    if store_pooled not in (True, False, "auto"):
-        raise ConfigError(f"store_pooled: expected true, false or 'auto', got {store_pooled!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_build_args(dtype, store_pooled, batch_size)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ConfigError(f"teacher cache {out_dir} exists already (pass overwrite=True / "
@@ -139,16 +134,7 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
     was_training = teacher.training
     teacher.eval()
     teacher.to(dev)
-    images = data.train_x.to(dev)
-    mean = torch.tensor(data.mean, dtype=torch.float32, device=dev)
-    std = torch.tensor(data.std, dtype=torch.float32, device=dev)
-
-    def forward(idx: torch.Tensor, codes: torch.Tensor):
-        dy, dx, fl = decode_variant(codes, pad=pad, flip_enabled=flip)
-        x = augment(images[idx], dy, dx, fl, pad=pad, mean=mean, std=std, check=False)
-        logits, feats = teacher(x)
-        return logits, feats.get("pooled_feat") if isinstance(feats, dict) else None
-
+    forward = _augmented_forward(teacher, data, dev)
     probe_logits, probe_pooled = forward(torch.zeros(1, dtype=torch.long, device=dev),
                                          torch.zeros(1, dtype=torch.long, device=dev))
     c = int(probe_logits.shape[1])
@@ -161,13 +147,11 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
         keep_pooled = pooled_bytes <= pooled_budget_bytes
     else:
         keep_pooled = bool(store_pooled)
-    np_dtype = np.float16 if dtype == torch.float16 else np.float32
     dtype_name = "float16" if dtype == torch.float16 else "float32"
 
-    total = n * v_count
     _say(progress, f"teacher cache: {name} on {data.name} ({scheme}): {n} images x {v_count} "
-                   f"variants = {total} teacher forwards ({v_count} teacher epochs) on {dev}; "
-                   f"logits {_fmt_bytes(n * v_count * c * itemsize)} {dtype_name}, pooled "
+                   f"variants = {n * v_count} teacher forwards ({v_count} teacher epochs) on "
+                   f"{dev}; logits {_fmt_bytes(n * v_count * c * itemsize)} {dtype_name}, pooled "
                    + (f"{_fmt_bytes(pooled_bytes)}" if keep_pooled else
                       ("not stored" + (f" ({_fmt_bytes(pooled_bytes)} > budget "
                                        f"{_fmt_bytes(pooled_budget_bytes)})"
@@ -177,52 +161,9 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     t0 = time.perf_counter()
     try:
-        logits_mm = np.lib.format.open_memmap(tmp / FILES["logits"], mode="w+", dtype=np_dtype,
-                                              shape=(n, v_count, c))
-        pooled_mm = (np.lib.format.open_memmap(tmp / FILES["pooled_feat"], mode="w+",
-                                               dtype=np_dtype, shape=(n, v_count, d))
-                     if keep_pooled else None)
-        per_image = v_count * (c + (d if keep_pooled else 0)) * 4
-        chunk = max(1, min(n, _CHUNK_BYTES // per_image))
-        all_codes = torch.arange(v_count, dtype=torch.long)
-        interval = float(getattr(progress, "interval", 30.0))
-        last_report = time.monotonic()
-        done = 0
-        for i0 in range(0, n, chunk):
-            i1 = min(n, i0 + chunk)
-            m = i1 - i0
-            img = torch.arange(i0, i1, dtype=torch.long).repeat_interleave(v_count)
-            if variants is None:
-                codes = all_codes.repeat(m)
-            else:
-                vv = variants[i0:i1]
-                codes = variant_code(vv[..., 0], vv[..., 1], vv[..., 2], pad=pad,
-                                     flip_enabled=flip).reshape(-1)
-            buf_l = torch.empty(m * v_count, c, dtype=torch.float32)
-            buf_p = torch.empty(m * v_count, d, dtype=torch.float32) if keep_pooled else None
-            img, codes = img.to(dev), codes.to(dev)
-            for s in range(0, m * v_count, batch_size):
-                e = min(m * v_count, s + batch_size)
-                lg, pf = forward(img[s:e], codes[s:e])
-                buf_l[s:e] = lg.float().cpu()
-                if buf_p is not None:
-                    buf_p[s:e] = pf.float().cpu()
-            logits_mm[i0:i1] = buf_l.to(dtype).reshape(m, v_count, c).numpy()
-            if pooled_mm is not None:
-                pooled_mm[i0:i1] = buf_p.to(dtype).reshape(m, v_count, d).numpy()
-            done += m * v_count
-            now = time.monotonic()
-            if progress is not None and (now - last_report >= interval or i1 == n):
-                el = time.perf_counter() - t0
-                rate = done / el if el > 0 else 0.0
-                eta = (total - done) / rate if rate > 0 else 0.0
-                _say(progress, f"teacher cache: {done}/{total} forwards ({100.0 * done / total:.1f}%),"
-                               f" {rate:.0f} img/s, elapsed {_fmt_s(el)}, eta {_fmt_s(eta)}")
-                last_report = now
-        for mm in (logits_mm, pooled_mm):
-            if mm is not None:
-                mm.flush()
-        del logits_mm, pooled_mm
+        _write_outputs(tmp, forward, n=n, v_count=v_count, c=c, d=d if keep_pooled else None,
+                       dtype=dtype, variants=variants, pad=pad, flip=flip, dev=dev,
+                       batch_size=batch_size, progress=progress, t0=t0)
         contents = ["logits"] + (["pooled_feat"] if keep_pooled else [])
         files = {k: FILES[k] for k in contents}
         if variants is not None:
@@ -230,51 +171,17 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
             files["variants"] = FILES["variants"]
         for f in files.values():
             _fsync(tmp / f)
-        import kdsrc
-
-        meta = {
-            "format": FORMAT,
-            "teacher": name,
-            "teacher_weights_sha256": weights_sha256(teacher),
-            "dataset": data.name,
-            "split": "train",
-            "data_sha256": data_sha256(data),
-            "num_samples": n,
-            "num_variants": v_count,
-            "num_classes": c,
-            "pooled_dim": d if keep_pooled else None,
-            "dtype": dtype_name,
-            "pad": pad,
-            "flip": flip,
-            "image_shape": list(data.image_shape),
-            "mean": list(map(float, data.mean)),
-            "std": list(map(float, data.std)),
-            "scheme": scheme,
-            "views": None if variants is None else v_count,
-            "views_seed": None if variants is None else int(views_seed),
-            "variant_index": (VARIANT_INDEX_FORMULA if variants is None else
-                              "slot k (0..K-1) of image i holds variants[i, k] = (dy, dx, flip)"),
-            "contents": contents,
-            "files": files,
-            "kdsrc_version": kdsrc.__version__,
-            "torch_version": torch.__version__,
-            "device": str(dev),
-            "build_s": round(time.perf_counter() - t0, 3),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        meta = _cache_meta(teacher, data, name=name, scheme=scheme, v_count=v_count, c=c,
+                           d=d if keep_pooled else None, dtype_name=dtype_name, pad=pad,
+                           flip=flip, variants=variants, views_seed=views_seed,
+                           contents=contents, files=files, dev=dev,
+                           build_s=time.perf_counter() - t0)
         with open(tmp / META, "w") as fh:
             fh.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         _fsync(tmp)
-        if out_dir.exists():  # overwrite: move the old one aside first, drop it after the swap
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "cache")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-        _fsync(out_dir.parent)
+        _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -282,6 +189,136 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
         teacher.train(was_training)
     _say(progress, f"teacher cache: wrote {out_dir} in {_fmt_s(time.perf_counter() - t0)}")
     return out_dir
+
+
+def _check_build_args(dtype: torch.dtype, store_pooled, batch_size) -> None:
+    if dtype not in DTYPES.values():
+        raise ConfigError(f"teacher cache dtype must be float16 or float32, got {dtype}")
+    if store_pooled not in (True, False, "auto"):
+        raise ConfigError(f"store_pooled: expected true, false or 'auto', got {store_pooled!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _augmented_forward(teacher: nn.Module, data: DatasetArrays, dev: torch.device):
+    """``forward(image indices, variant codes) -> (logits, pooled feature or None)`` on the
+    training loader's exact pixels."""
+    images = data.train_x.to(dev)
+    mean = torch.tensor(data.mean, dtype=torch.float32, device=dev)
+    std = torch.tensor(data.std, dtype=torch.float32, device=dev)
+    pad, flip = int(data.pad), bool(data.flip)
+
+    def forward(idx: torch.Tensor, codes: torch.Tensor):
+        dy, dx, fl = decode_variant(codes, pad=pad, flip_enabled=flip)
+        x = augment(images[idx], dy, dx, fl, pad=pad, mean=mean, std=std, check=False)
+        logits, feats = teacher(x)
+        return logits, feats.get("pooled_feat") if isinstance(feats, dict) else None
+
+    return forward
+
+
+def _write_outputs(tmp: Path, forward, *, n: int, v_count: int, c: int, d: int | None,
+                   dtype: torch.dtype, variants, pad: int, flip: bool, dev: torch.device,
+                   batch_size: int, progress, t0: float) -> None:
+    """Every image's variants through the teacher, in chunks of images, into the memory-mapped
+    logits (and pooled-feature, ``d`` not None) files of ``tmp``, with progress lines."""
+    np_dtype = np.float16 if dtype == torch.float16 else np.float32
+    logits_mm = np.lib.format.open_memmap(tmp / FILES["logits"], mode="w+", dtype=np_dtype,
+                                          shape=(n, v_count, c))
+    pooled_mm = (np.lib.format.open_memmap(tmp / FILES["pooled_feat"], mode="w+",
+                                           dtype=np_dtype, shape=(n, v_count, d))
+                 if d is not None else None)
+    per_image = v_count * (c + (d or 0)) * 4
+    chunk = max(1, min(n, _CHUNK_BYTES // per_image))
+    all_codes = torch.arange(v_count, dtype=torch.long)
+    interval = float(getattr(progress, "interval", 30.0))
+    last_report = time.monotonic()
+    total, done = n * v_count, 0
+    for i0 in range(0, n, chunk):
+        i1 = min(n, i0 + chunk)
+        m = i1 - i0
+        img = torch.arange(i0, i1, dtype=torch.long).repeat_interleave(v_count)
+        if variants is None:
+            codes = all_codes.repeat(m)
+        else:
+            vv = variants[i0:i1]
+            codes = variant_code(vv[..., 0], vv[..., 1], vv[..., 2], pad=pad,
+                                 flip_enabled=flip).reshape(-1)
+        buf_l = torch.empty(m * v_count, c, dtype=torch.float32)
+        buf_p = torch.empty(m * v_count, d, dtype=torch.float32) if d is not None else None
+        img, codes = img.to(dev), codes.to(dev)
+        for s in range(0, m * v_count, batch_size):
+            e = min(m * v_count, s + batch_size)
+            lg, pf = forward(img[s:e], codes[s:e])
+            buf_l[s:e] = lg.float().cpu()
+            if buf_p is not None:
+                buf_p[s:e] = pf.float().cpu()
+        logits_mm[i0:i1] = buf_l.to(dtype).reshape(m, v_count, c).numpy()
+        if pooled_mm is not None:
+            pooled_mm[i0:i1] = buf_p.to(dtype).reshape(m, v_count, d).numpy()
+        done += m * v_count
+        now = time.monotonic()
+        if progress is not None and (now - last_report >= interval or i1 == n):
+            el = time.perf_counter() - t0
+            rate = done / el if el > 0 else 0.0
+            eta = (total - done) / rate if rate > 0 else 0.0
+            _say(progress, f"teacher cache: {done}/{total} forwards ({100.0 * done / total:.1f}%),"
+                           f" {rate:.0f} img/s, elapsed {_fmt_s(el)}, eta {_fmt_s(eta)}")
+            last_report = now
+    for mm in (logits_mm, pooled_mm):
+        if mm is not None:
+            mm.flush()
+
+
+def _cache_meta(teacher: nn.Module, data: DatasetArrays, *, name: str, scheme: str,
+                v_count: int, c: int, d: int | None, dtype_name: str, pad: int, flip: bool,
+                variants, views_seed: int, contents: list[str], files: dict[str, str],
+                dev: torch.device, build_s: float) -> dict[str, Any]:
+    """``meta.json`` of a cache: what it was built from and how to read it."""
+    import kdsrc
+
+    return {
+        "format": FORMAT,
+        "teacher": name,
+        "teacher_weights_sha256": weights_sha256(teacher),
+        "dataset": data.name,
+        "split": "train",
+        "data_sha256": data_sha256(data),
+        "num_samples": data.num_train,
+        "num_variants": v_count,
+        "num_classes": c,
+        "pooled_dim": d,
+        "dtype": dtype_name,
+        "pad": pad,
+        "flip": flip,
+        "image_shape": list(data.image_shape),
+        "mean": list(map(float, data.mean)),
+        "std": list(map(float, data.std)),
+        "scheme": scheme,
+        "views": None if variants is None else v_count,
+        "views_seed": None if variants is None else int(views_seed),
+        "variant_index": (VARIANT_INDEX_FORMULA if variants is None else
+                          "slot k (0..K-1) of image i holds variants[i, k] = (dy, dx, flip)"),
+        "contents": contents,
+        "files": files,
+        "kdsrc_version": kdsrc.__version__,
+        "torch_version": torch.__version__,
+        "device": str(dev),
+        "build_s": round(build_s, 3),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """The finished ``tmp`` becomes ``out_dir`` (an old one is moved aside first, then dropped)."""
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "cache")
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+    _fsync(out_dir.parent)
 
 
 def build_for_teacher(teacher_name: str, checkpoint: str | Path, dataset: str,
