@@ -78,7 +78,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 def _cmd_pretrain_views(args: argparse.Namespace) -> int:
     from .engine import Progress
-    from .engine.views import pretrain_views, settings_from_assignments
+    from .distillers.angularkd_stage1 import pretrain_views, settings_from_assignments
 
     meta = pretrain_views(args.teacher, args.teacher_checkpoint, args.dataset,
                           settings_from_assignments(args.set or []), args.out, seed=args.seed,

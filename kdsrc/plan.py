@@ -74,6 +74,12 @@ def _needs_pretrained_views(config: dict[str, Any]) -> bool:
     return get_method(method.pop("name")).needs_pretrained_views(method)
 
 
+def _stage_one_setting(config: dict[str, Any]) -> str:
+    from .distillers import get_method
+
+    return get_method(config["method"]["name"]).stage_one_setting
+
+
 def _format_path(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
@@ -285,10 +291,22 @@ class Plan:
                     t = NO_TEACHER if method == VANILLA else teacher
                     for seed in self.seeds:
                         cfg = self.run_config(t, student, method, seed)
-                        run = Run(self.dataset, t, student, method, seed, cfg,
-                                  _needs_pretrained_views(cfg))
+                        stage_one = _needs_pretrained_views(cfg)
+                        if stage_one:
+                            # the run reads the file its stage 1 writes: its config says where
+                            cfg["method"][_stage_one_setting(cfg)] = paths.fill(
+                                paths.VIEWS, dataset=self.dataset, teacher=t, method=method,
+                                seed=seed)
+                        run = Run(self.dataset, t, student, method, seed, cfg, stage_one)
                         runs.setdefault(run.key, run)
         return sorted(runs.values(), key=lambda r: r.key)
+
+    def stage_one_config(self, run: Run) -> dict[str, Any]:
+        """The config a run's stage 1 trains from: the run's, without the stage-1 file it
+        writes (which depends on teacher, method settings and seed, not on the student)."""
+        cfg = copy.deepcopy(run.config)
+        cfg["method"][_stage_one_setting(cfg)] = None
+        return cfg
 
     def run(self, teacher: str, student: str, method: str, seed: int | str) -> Run:
         key = f"{self.dataset}/{teacher}/{student}/{method}/seed{seed}"

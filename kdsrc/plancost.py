@@ -63,9 +63,14 @@ def sample_cost(teacher: str, student: str, method_name: str, base: str | None =
     return (t + 3.0 * forward_macs(student)) * factor
 
 
+def _settings(cfg: dict) -> dict:
+    return {k: v for k, v in cfg["method"].items() if k != "name"}
+
+
 def _base_method(cfg: dict) -> str:
-    m = cfg["method"]
-    return m.get("base", m["name"]) if m["name"] == "angularkd" else m["name"]
+    from .distillers import get_method
+
+    return get_method(cfg["method"]["name"]).cost_base(_settings(cfg))
 
 
 def job_counts(plan: Plan) -> Counter:
@@ -130,9 +135,12 @@ def estimate(plan: Plan, measured: dict[str, Any] | None = None, *,
         how["MAC-scaled anchor"] += 1
     for teacher, method, seed in {(r.teacher, r.method, r.seed) for r in plan.runs
                                   if r.needs_pretrained_views}:
-        # stage 1: pretrain_epochs of the frozen teacher's forward (the view branches are tiny)
-        epochs = next(r for r in plan.runs if (r.teacher, r.method, r.seed) ==
-                      (teacher, method, seed)).config["method"]["pretrain_epochs"]
+        # stage 1: its epochs of the frozen teacher's forward (what it trains is tiny)
+        from .distillers import get_method
+
+        cfg = next(r for r in plan.runs if (r.teacher, r.method, r.seed) ==
+                   (teacher, method, seed)).config
+        epochs = get_method(cfg["method"]["name"]).stage_one_epochs(_settings(cfg))
         seconds["pretrain_views"] += epochs * (n_train + n_test) * forward_macs(teacher) / \
             work_per_s
     for t in plan.teachers_used():

@@ -100,11 +100,7 @@ def distill_inputs(wildcards):
 
 def distill_config(wildcards):
     """The run config as JSON (a param: a changed config reruns the job)."""
-    run = _run(wildcards)
-    cfg = dict(run.config)
-    if run.needs_pretrained_views:
-        cfg["method"] = {**cfg["method"], "views_checkpoint": views_path(run)}
-    return json.dumps(cfg, sort_keys=True)
+    return json.dumps(_run(wildcards).config, sort_keys=True)
 
 
 def distill_ckpt_dir(wildcards):
@@ -112,8 +108,7 @@ def distill_ckpt_dir(wildcards):
 
 
 def views_config(wildcards):
-    run = _run_for_views(wildcards)
-    return json.dumps(run.config, sort_keys=True)
+    return json.dumps(PLAN.stage_one_config(_run_for_views(wildcards)), sort_keys=True)
 
 
 def _run_for_views(wildcards):

@@ -2,7 +2,7 @@
 
 import json
 
-from kdsrc.engine.views import pretrain_views
+from kdsrc.distillers.angularkd_stage1 import pretrain_views
 from kdsrc.jobs import job
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)

@@ -259,6 +259,17 @@ class AngularKD(Distiller):
     def check_dataset(cls, settings, facts):
         get_method(settings["base"]).check_dataset(settings["base_settings"], facts)
 
+    stage_one_setting = "views_checkpoint"
+
+    @classmethod
+    def stage_one_epochs(cls, settings):
+        s = cls.finalize_settings(settings)
+        return s["pretrain_epochs"] if s["views"] in ("pretrained", "finetune") else 0
+
+    @classmethod
+    def cost_base(cls, settings):
+        return cls.finalize_settings(settings)["base"]
+
     @classmethod
     def needs_pretrained_views(cls, settings: dict[str, Any]) -> bool:
         """Whether a run with these settings reads a stage-1 views file (plan / Snakemake hook)."""

@@ -134,6 +134,9 @@ class Distiller(nn.Module):
     #: for the teacher forward; None (methods that read feature maps, or run the teacher on
     #: other inputs than the batch's own augmented images) = the method cannot use a cache
     cache_needs: ClassVar[frozenset[str] | None] = None
+    #: the setting through which a run reads the file of the method's stage 1 (the pipeline's
+    #: ``pretrain_views`` rule writes it; the plan sets it), or None: no stage 1
+    stage_one_setting: ClassVar[str | None] = None
     #: None: the method's step can be captured as a CUDA graph (:mod:`kdsrc.engine.capture`);
     #: else why not (shown by ``kdsrc methods -v``; such a run trains eagerly)
     capture_blocker: ClassVar[str | None] = None
@@ -168,6 +171,16 @@ class Distiller(nn.Module):
         """Whether a run with these settings reads views trained by the pipeline's stage-1 rule
         (``pretrain_views``) before it starts."""
         return False
+
+    @classmethod
+    def stage_one_epochs(cls, settings: dict[str, Any]) -> int:
+        """Epochs of a run's stage 1 (0: none), for the plan's cost estimate."""
+        return 0
+
+    @classmethod
+    def cost_base(cls, settings: dict[str, Any]) -> str:
+        """The method whose per-sample cost a run of this one has (a wrapper: its base)."""
+        return cls.name
 
     @classmethod
     def capture_blocker_for(cls, settings: dict[str, Any] | None) -> str | None:

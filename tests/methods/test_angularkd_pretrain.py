@@ -133,7 +133,7 @@ def test_frozen_views_mode_eval(digits_teacher, views_file):
 
 @pytest.mark.slow   # four stage-1 epochs
 def test_pretraining_resumes_to_the_same_views(tmp_path, digits_teacher):
-    from kdsrc.engine.views import pretrain_views
+    from kdsrc.distillers.angularkd_stage1 import pretrain_views
 
     settings = {"base": "kd", "pretrain_epochs": 2, "pretrain_milestones": [1], "num_views": 2}
     kw = dict(device="cpu", progress=QUIET)

@@ -1,4 +1,6 @@
-"""Stage 1 of Angular-KD's two-stage pipeline: train the view branches on the frozen teacher.
+"""Stage 1 of Angular-KD's two-stage pipeline: train the view branches on the frozen teacher
+(with the method: the engine names no method; the pipeline's rule ``pretrain_views`` and
+``kdsrc pretrain-views`` call it).
 
 Reference: ``configs/cifar100/pretrain.yaml`` + the ``Pretrain`` distiller
 (``mdistiller/distillers/_base.py``) of june6423/Angular-KD. The teacher runs in eval mode under ``no_grad``; the views (train mode:
@@ -36,17 +38,17 @@ import torch
 
 from ..config import apply_overrides
 from ..data import DeviceLoader, load_dataset
-from ..distillers.angularkd import AngularKD
-from ..distillers.views import VIEWS_FORMAT, AngularRecipe, ViewGenerator, ViewMeter, teacher_fingerprint
+from ..engine.io import atomic_torch_save
+from ..engine.loop import resolve_device
+from ..engine.progress import Progress
+from ..engine.record import device_name, versions
+from ..engine.schedule import begin_epoch
+from ..engine.seeding import rng_state, seed_everything, set_rng_state
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..losses import angular as A
 from ..models import feature_dims, load_teacher
-from .io import atomic_torch_save
-from .loop import resolve_device
-from .progress import Progress
-from .record import device_name, versions
-from .schedule import begin_epoch
-from .seeding import rng_state, seed_everything, set_rng_state
+from .angularkd import AngularKD
+from .views import VIEWS_FORMAT, AngularRecipe, ViewGenerator, ViewMeter, teacher_fingerprint
 
 PARTIAL_FORMAT = "kdsrc-views-partial/1"
 
