@@ -80,8 +80,12 @@ def test_auto_switches_follow_the_mode_and_stay_out_of_the_hash():
     fast = resolve_run_config({**BASE, "mode": "fast"})
     assert (ref["channels_last"], ref["compile"]) == ("auto", "auto")
     assert not uses_channels_last(ref) and uses_channels_last(fast)
-    assert not uses_compile(ref, "cuda") and uses_compile(fast, "cuda")
-    assert not uses_compile(fast, "cpu")  # the compile time does not pay on a CPU
+    # fast mode on CUDA captures the step as a CUDA graph (cuda_graph: auto), which is not
+    # compiled; with the graph off, compile: auto compiles it
+    assert not uses_compile(ref, "cuda") and not uses_compile(fast, "cuda")
+    eager = resolve_run_config({**BASE, "mode": "fast", "cuda_graph": "off"})
+    assert uses_compile(eager, "cuda")
+    assert not uses_compile(fast, "cpu") and not uses_compile(eager, "cpu")  # does not pay on a CPU
     off = resolve_run_config({**BASE, "mode": "fast", "channels_last": "off", "compile": "off"})
     on = resolve_run_config({**BASE, "channels_last": "on", "compile": "on"})
     assert not uses_channels_last(off) and not uses_compile(off, "cuda")
