@@ -31,9 +31,6 @@ from typing import Any
 from .errors import ConfigError
 from .plan import NO_TEACHER, Plan
 
-#: per-method step-time factors relative to KD, from the DKD paper's figure (mdistiller
-#: .github/dkd.png: KD 11 ms, CRD 41, ReviewKD 26, DKD 11 per batch of 64); others assumed 1
-METHOD_FACTORS = {"kd": 1.0, "dkd": 1.0, "crd": 41 / 11, "reviewkd": 26 / 11, "vanilla": 1.0}
 ANCHOR = {"teacher": "resnet32x4", "student": "resnet8x4", "method": "kd",
           "samples_per_s": 64 / 0.011, "source": "DKD paper figure: KD res32x4->res8x4, 11 ms "
                                                   "per batch of 64, official code"}
@@ -59,8 +56,17 @@ def forward_macs(model: str, num_classes: int = 100) -> float:
 def sample_cost(teacher: str, student: str, method_name: str, base: str | None = None) -> float:
     """Relative compute of one training sample (MACs x method factor)."""
     t = forward_macs(teacher) if teacher != NO_TEACHER else 0.0
-    factor = METHOD_FACTORS.get(base or method_name, 1.0)
+    factor = _cost_factor(base or method_name)
     return (t + 3.0 * forward_macs(student)) * factor
+
+
+def _cost_factor(method_name: str) -> float:
+    """The method's step time relative to KD (``Distiller.cost_factor``); 1 for a name that is
+    a plan's method entry rather than a kdsrc method."""
+    from .distillers import METHODS
+
+    cls = METHODS.get(method_name)
+    return 1.0 if cls is None else float(cls.cost_factor)
 
 
 def _settings(cfg: dict) -> dict:

@@ -134,6 +134,10 @@ class Distiller(nn.Module):
     #: for the teacher forward; None (methods that read feature maps, or run the teacher on
     #: other inputs than the batch's own augmented images) = the method cannot use a cache
     cache_needs: ClassVar[frozenset[str] | None] = None
+    #: the step time relative to KD's, for the plan's cost estimate (kdsrc.plancost); the
+    #: measured ones are from the DKD paper's figure (mdistiller .github/dkd.png: KD 11 ms,
+    #: CRD 41, ReviewKD 26, DKD 11 per batch of 64), the others are assumed 1
+    cost_factor: ClassVar[float] = 1.0
     #: the setting through which a run reads the file of the method's stage 1 (the pipeline's
     #: ``pretrain_views`` rule writes it; the plan sets it), or None: no stage 1
     stage_one_setting: ClassVar[str | None] = None

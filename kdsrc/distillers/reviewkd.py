@@ -123,6 +123,7 @@ class ReviewHead(nn.Module):
 @register
 class ReviewKD(Distiller):
     name = "reviewkd"
+    cost_factor = 26 / 11   # DKD paper's figure: ReviewKD 26 ms, KD 11 ms per batch
     summary = "ReviewKD: CE + 5·min(epoch/20,1)·HCL(ABF-fused student feats, teacher preact feats)"
     declared = (
         weight("ce_weight", 1.0, "weight of the cross-entropy"),
