@@ -214,16 +214,20 @@ def _run_data(cfg: dict[str, Any], arrays: DatasetArrays | None, data_root, down
     return arrays
 
 
-def _capturable(cfg: dict[str, Any], step_kind: str, parts: RunParts, progress: Progress
-                ) -> tuple[str, str | None]:
+def _capturable(cfg: dict[str, Any], step_kind: str, parts: RunParts | None,
+                progress: Progress) -> tuple[str, str | None]:
     """``(step kind, why not captured)``: a run that asked for a graph (or the capturable step)
-    and cannot have one falls back to the ordinary step under ``cuda_graph: auto``, else stops."""
+    and cannot have one falls back to the ordinary step under ``cuda_graph: auto``, else stops.
+    ``parts`` None: the method's own reason only (checked before any work starts)."""
     if step_kind == "ordinary":
         return step_kind, None
     settings = {k: v for k, v in cfg["method"].items() if k != "name"}
-    note = run_capture_blocker(get_method(cfg["method"]["name"]), settings, parts.teacher_cache)
+    note = run_capture_blocker(get_method(cfg["method"]["name"]), settings,
+                               None if parts is None else parts.teacher_cache)
     if note and (cfg["cuda_graph"] == "on" or step_kind == "static"):
         raise ConfigError(f"cuda_graph: this run's step cannot be captured: {note}")
+    if note and parts is None:
+        return step_kind, None   # decided with the teacher cache, once the run is built
     if note:
         progress.line(f"CUDA graph: not used ({note}); the step runs eagerly")
         return "ordinary", note
@@ -345,6 +349,7 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     progress = progress or Progress()
     dev = resolve_device(device)
     step_kind = _step_kind(cfg, dev, step_kind)
+    _capturable(cfg, step_kind, None, progress)   # cuda_graph: on that cannot be: stop now
     autocast = autocast_for(dev, cfg["precision"])
     precision = "bf16" if autocast else "fp32"
     if cfg["precision"] == "bf16" and not autocast:

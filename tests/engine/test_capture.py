@@ -148,7 +148,7 @@ def test_on_a_cpu_is_a_clear_error_before_any_work(tmp_path, digits_teacher, sma
     assert not any(tmp_path.iterdir())
 
 
-def test_a_method_that_cannot_be_captured_says_why(tmp_path, digits_teacher, small):
+def test_a_method_that_cannot_be_captured_says_why(tmp_path, digits_teacher, monkeypatch):
     mlkd = get_method("mlkd")
     assert "host" in mlkd.capture_blocker_for(None)
     assert get_method("kd").capture_blocker_for(None) is None
@@ -156,9 +156,15 @@ def test_a_method_that_cannot_be_captured_says_why(tmp_path, digits_teacher, sma
     assert ak.capture_blocker_for({"base": "crd"}) is None
     assert "base mlkd" in ak.capture_blocker_for({"base": "mlkd"})
     assert "teacher_input_aug" in ak.capture_blocker_for({"teacher_input_aug": "on"})
+    import kdsrc.engine.loop as loop
+
+    loaded = []
+    real = loop.load_dataset
+    monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: loaded.append(1) or real(*a, **k))
     with pytest.raises(ConfigError, match="cannot be captured: its strong view"):
         train(_cfg({"name": "mlkd"}, digits_teacher), RunPaths.in_dir(tmp_path), device="cpu",
-              arrays=small, step_kind="static")
+              step_kind="static")
+    assert not loaded and not any(tmp_path.iterdir())   # stopped before any work
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: captures a graph")
