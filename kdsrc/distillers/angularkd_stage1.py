@@ -138,58 +138,14 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
 
     start, history, wall_s = 1, [], 0.0
     if resume and partial.exists():
-        try:
-            state = torch.load(partial, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"cannot read {partial}: {e}".splitlines()[0]) from None
-        if not isinstance(state, dict) or state.get("format") != PARTIAL_FORMAT:
-            raise CheckpointError(f"{partial} is not a kdsrc views resume file")
-        if state["signature"] != signature:
-            raise ConfigError(f"{partial} was written by another pretraining (teacher, settings "
-                              f"or recipe differ); delete it or pass --no-resume")
-        views.load_state_dict(state["views"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start, history, wall_s = state["epoch"] + 1, state["history"], state["wall_s"]
-        progress.line(f"resuming view pretraining from {partial} after epoch {state['epoch']}")
+        start, history, wall_s = _load_partial(partial, signature, views, optimizer, progress)
 
     meter = ViewMeter(recipe.num_views)
-    steps = len(train_loader)
     for epoch in range(start, epochs + 1):
         t0 = time.perf_counter()
         lr_now = begin_epoch(epoch, solver, optimizer, train_loader)
-        views.train()
-        sums: dict[str, float] = {}
-        seen = 0
-        w = recipe.weights(dev)
-        for i, batch in enumerate(train_loader, 1):
-            with torch.no_grad():
-                logits_t, feats = teacher(batch.x)
-            feat, logits_t = feats["pooled_feat"].detach().float(), logits_t.float()
-            v, z = views(feat)
-            losses = recipe.aux_losses(feat, logits_t, v, z, batch.y)
-            total = sum(losses.values())
-            value = float(total.detach())
-            if not math.isfinite(value):
-                bad = next((k for k, t in losses.items() if not torch.isfinite(t).all()), "total")
-                raise NonFiniteLossError(f"view pretraining: non-finite loss at epoch {epoch}, "
-                                         f"step {i} of {steps}: {bad}")
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            n = batch.y.numel()
-            for k, t in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(t.detach()) * n
-            sums["train_loss"] = sums.get("train_loss", 0.0) + value * n
-            seen += n
-            with torch.no_grad():
-                q = A.ensemble_probs(logits_t, z, weights=w,
-                                     temperature=recipe.ensemble_tau(None))
-            meter.update(feat, logits_t, v.detach(), z.detach(), q, batch.y)
-            progress.step(epoch, epochs, i, steps, value)
-        row: dict[str, Any] = {"epoch": epoch, "lr": lr_now}
-        row.update({k: v / seen for k, v in sums.items()})
-        row.update({f"train_{k}": v for k, v in meter.compute().items()})
+        row = _views_epoch(epoch, epochs, lr_now, teacher, views, optimizer, recipe,
+                           train_loader, meter, progress)
         test = evaluate_views(teacher, views, test_loader, recipe)
         row.update({f"test_{k}": v for k, v in test.items()})
         row["epoch_s"] = time.perf_counter() - t0
@@ -231,6 +187,68 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
                        "meta": meta}, out_path)
     partial.unlink(missing_ok=True)
     return meta
+
+
+def _load_partial(partial: Path, signature: dict[str, Any], views, optimizer,
+                  progress: Progress) -> tuple[int, list[dict[str, Any]], float]:
+    """``(next epoch, history, wall_s)`` of a stage-1 resume file, its views, optimizer and RNG
+    states loaded; it must be from the same pretraining (``signature``)."""
+    try:
+        state = torch.load(partial, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {partial}: {e}".splitlines()[0]) from None
+    if not isinstance(state, dict) or state.get("format") != PARTIAL_FORMAT:
+        raise CheckpointError(f"{partial} is not a kdsrc views resume file")
+    if state["signature"] != signature:
+        raise ConfigError(f"{partial} was written by another pretraining (teacher, settings "
+                          f"or recipe differ); delete it or pass --no-resume")
+    views.load_state_dict(state["views"])
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    progress.line(f"resuming view pretraining from {partial} after epoch {state['epoch']}")
+    return state["epoch"] + 1, state["history"], state["wall_s"]
+
+
+def _views_epoch(epoch: int, epochs: int, lr_now: float, teacher, views, optimizer,
+                 recipe: AngularRecipe, train_loader: DeviceLoader, meter: ViewMeter,
+                 progress: Progress) -> dict[str, Any]:
+    """One stage-1 epoch of the views on the frozen teacher: its log row (losses, train
+    diagnostics) without the test accuracies."""
+    dev = train_loader.device
+    steps = len(train_loader)
+    views.train()
+    sums: dict[str, float] = {}
+    seen = 0
+    w = recipe.weights(dev)
+    for i, batch in enumerate(train_loader, 1):
+        with torch.no_grad():
+            logits_t, feats = teacher(batch.x)
+        feat, logits_t = feats["pooled_feat"].detach().float(), logits_t.float()
+        v, z = views(feat)
+        losses = recipe.aux_losses(feat, logits_t, v, z, batch.y)
+        total = sum(losses.values())
+        value = float(total.detach())
+        if not math.isfinite(value):
+            bad = next((k for k, t in losses.items() if not torch.isfinite(t).all()), "total")
+            raise NonFiniteLossError(f"view pretraining: non-finite loss at epoch {epoch}, "
+                                     f"step {i} of {steps}: {bad}")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        n = batch.y.numel()
+        for k, t in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(t.detach()) * n
+        sums["train_loss"] = sums.get("train_loss", 0.0) + value * n
+        seen += n
+        with torch.no_grad():
+            q = A.ensemble_probs(logits_t, z, weights=w,
+                                 temperature=recipe.ensemble_tau(None))
+        meter.update(feat, logits_t, v.detach(), z.detach(), q, batch.y)
+        progress.step(epoch, epochs, i, steps, value)
+    row: dict[str, Any] = {"epoch": epoch, "lr": lr_now}
+    row.update({k: v / seen for k, v in sums.items()})
+    row.update({f"train_{k}": v for k, v in meter.compute().items()})
+    return row
 
 
 def settings_from_assignments(assignments: list[str]) -> dict[str, Any]:
