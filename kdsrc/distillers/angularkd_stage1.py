@@ -29,7 +29,6 @@ to the same result.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from ..config import apply_overrides
 from ..data import DeviceLoader, load_dataset
 from ..engine.io import atomic_torch_save
 from ..engine.loop import resolve_device
+from ..engine.meter import EpochMeter
 from ..engine.progress import Progress
 from ..engine.record import device_name, versions
 from ..engine.schedule import begin_epoch
@@ -213,12 +213,13 @@ def _views_epoch(epoch: int, epochs: int, lr_now: float, teacher, views, optimiz
                  recipe: AngularRecipe, train_loader: DeviceLoader, meter: ViewMeter,
                  progress: Progress) -> dict[str, Any]:
     """One stage-1 epoch of the views on the frozen teacher: its log row (losses, train
-    diagnostics) without the test accuracies."""
+    diagnostics) without the test accuracies. Nothing is read back to the host inside the
+    epoch: the loss sums and the finiteness check add up on the device (the engine's
+    :class:`~kdsrc.engine.meter.EpochMeter`, the same sums as host floats) and are read once."""
     dev = train_loader.device
     steps = len(train_loader)
     views.train()
-    sums: dict[str, float] = {}
-    seen = 0
+    sums = EpochMeter(dev)
     w = recipe.weights(dev)
     for i, batch in enumerate(train_loader, 1):
         with torch.no_grad():
@@ -227,26 +228,23 @@ def _views_epoch(epoch: int, epochs: int, lr_now: float, teacher, views, optimiz
         v, z = views(feat)
         losses = recipe.aux_losses(feat, logits_t, v, z, batch.y)
         total = sum(losses.values())
-        value = float(total.detach())
-        if not math.isfinite(value):
-            bad = next((k for k, t in losses.items() if not torch.isfinite(t).all()), "total")
-            raise NonFiniteLossError(f"view pretraining: non-finite loss at epoch {epoch}, "
-                                     f"step {i} of {steps}: {bad}")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        n = batch.y.numel()
-        for k, t in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(t.detach()) * n
-        sums["train_loss"] = sums.get("train_loss", 0.0) + value * n
-        seen += n
         with torch.no_grad():
             q = A.ensemble_probs(logits_t, z, weights=w,
                                  temperature=recipe.ensemble_tau(None))
+        sums.add(losses, total, q, batch.y)
         meter.update(feat, logits_t, v.detach(), z.detach(), q, batch.y)
-        progress.step(epoch, epochs, i, steps, value)
+        progress.step(epoch, epochs, i, steps, total)
+    totals = sums.read()
+    if totals.first_bad is not None:
+        step, term, _ = totals.first_bad
+        raise NonFiniteLossError(f"view pretraining: non-finite loss at epoch {epoch}, "
+                                 f"step {step} of {steps}: {term}")
     row: dict[str, Any] = {"epoch": epoch, "lr": lr_now}
-    row.update({k: v / seen for k, v in sums.items()})
+    row.update({k: v / totals.seen for k, v in totals.loss_sums.items()})
+    row["train_loss"] = totals.total_sum / totals.seen
     row.update({f"train_{k}": v for k, v in meter.compute().items()})
     return row
 

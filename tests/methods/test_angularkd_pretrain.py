@@ -156,3 +156,32 @@ def test_pretraining_resumes_to_the_same_views(tmp_path, digits_teacher):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["epoch"] for r in meta["history"]] == [1, 2]
     assert not cut.with_name("cut.pt.partial").exists()
+
+
+def test_a_non_finite_loss_stops_stage_1_at_the_end_of_its_epoch(tmp_path, digits_teacher,
+                                                                  monkeypatch):
+    """The views' losses add up on the device (no read per step); a NaN is found when the
+    epoch ends, named by step and term, before that epoch's resume file or any views file."""
+    from kdsrc.distillers import angularkd_stage1
+    from kdsrc.distillers.views import AngularRecipe
+    from kdsrc.errors import NonFiniteLossError
+
+    real = AngularRecipe.aux_losses
+    calls = {"n": 0}
+
+    def poisoned(self, *a, **k):
+        out = real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out["loss_feat_intra"] = out["loss_feat_intra"] * float("nan")
+        return out
+
+    monkeypatch.setattr(AngularRecipe, "aux_losses", poisoned)
+    out = tmp_path / "views.pt"
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 3 of .*: loss_feat_intra"):
+        angularkd_stage1.pretrain_views(
+            "resnet8", digits_teacher, "digits",
+            {"base": "kd", "pretrain_epochs": 1, "pretrain_milestones": [], "num_views": 2},
+            out, device="cpu", progress=QUIET)
+    assert calls["n"] > 3                      # the epoch ran on: no read per step
+    assert not any(tmp_path.iterdir())
