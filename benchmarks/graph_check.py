@@ -37,7 +37,8 @@ import torch  # noqa: E402
 
 from kdsrc.config import resolve_run_config  # noqa: E402
 from kdsrc.distillers import get_method  # noqa: E402
-from kdsrc.engine import Progress, RunPaths, train  # noqa: E402
+from kdsrc.engine import RunPaths, train  # noqa: E402
+from kdsrc.engine.progress import StepRecorder  # noqa: E402
 from kdsrc.engine.record import device_name, versions  # noqa: E402
 from kdsrc.errors import KdsrcError  # noqa: E402
 
@@ -48,19 +49,6 @@ from throughput import (STUDENT, TEACHER, benchmark_data, plan_in,  # noqa: E402
 
 #: checked first (the methods the part-2a targets name)
 FIRST = ("kd", "dkd", "crd", "angularkd_crd")
-
-
-class Recorder(Progress):
-    def __init__(self):
-        super().__init__(enabled=False)
-        self.losses: list[float] = []
-        self.lines: list[str] = []
-
-    def step(self, epoch, epochs, step, steps, loss):
-        self.losses.append(float(loss))   # a read per step: fine for a check, not for timing
-
-    def line(self, text):
-        self.lines.append(text)
 
 
 def method_config(method: str, ckpt: str, args) -> dict:
@@ -83,7 +71,7 @@ def method_config(method: str, ckpt: str, args) -> dict:
 
 
 def one(cfg, data, device, out: Path, kind: str) -> dict:
-    rec_prog = Recorder()
+    rec_prog = StepRecorder()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()

@@ -202,7 +202,7 @@ def wants_cuda_graph(cfg: dict[str, Any], device_type: str) -> bool:
     """Whether a resolved run asks for a CUDA-graphed step on this device: ``auto`` = fast mode
     on CUDA; ``on`` anywhere but CUDA is a ConfigError. Whether the step is then captured also
     depends on the method and the teacher cache (:func:`kdsrc.engine.capture.run_capture_blocker`)."""
-    value = cfg.get("cuda_graph", "auto")
+    value = cfg["cuda_graph"]
     if value == "on" and device_type != "cuda":
         raise ConfigError(f"cuda_graph: 'on' needs a CUDA device, this run is on {device_type} "
                           f"(use auto, which captures only on CUDA, or off)")

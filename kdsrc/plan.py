@@ -291,13 +291,11 @@ class Plan:
                     t = NO_TEACHER if method == VANILLA else teacher
                     for seed in self.seeds:
                         cfg = self.run_config(t, student, method, seed)
-                        stage_one = _needs_pretrained_views(cfg)
-                        if stage_one:
+                        run = Run(self.dataset, t, student, method, seed, cfg,
+                                  _needs_pretrained_views(cfg))
+                        if run.needs_pretrained_views:
                             # the run reads the file its stage 1 writes: its config says where
-                            cfg["method"][_stage_one_setting(cfg)] = paths.fill(
-                                paths.VIEWS, dataset=self.dataset, teacher=t, method=method,
-                                seed=seed)
-                        run = Run(self.dataset, t, student, method, seed, cfg, stage_one)
+                            cfg["method"][_stage_one_setting(cfg)] = views_path(run)
                         runs.setdefault(run.key, run)
         return sorted(runs.values(), key=lambda r: r.key)
 

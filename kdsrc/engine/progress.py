@@ -62,3 +62,19 @@ class Progress:
         if self.enabled:
             self.stream.write(text + "\n")
             self.stream.flush()
+
+
+class StepRecorder(Progress):
+    """A silent progress that records every step's total loss and every line (tests, checks).
+    It reads each loss back to the host: fine for a check, never for timing."""
+
+    def __init__(self):
+        super().__init__(enabled=False)
+        self.losses: list[float] = []
+        self.lines: list[str] = []
+
+    def step(self, epoch, epochs, step, steps, loss):
+        self.losses.append(float(loss))
+
+    def line(self, text):
+        self.lines.append(text)

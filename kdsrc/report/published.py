@@ -52,12 +52,17 @@ class Published:
             if row.method == "teacher":
                 self._teachers.setdefault((str(row.teacher), ds), float(row.top1))
 
-    def _get(self, table: dict, key: tuple, dataset: str | None) -> float | None:
+    def _key(self, table: dict, key: tuple, dataset: str | None) -> tuple | None:
+        """The full key of ``key`` in ``table``: for the dataset asked (default: the file's),
+        else for rows without a dataset; None if neither."""
         for ds in (self.dataset if dataset is None else dataset, None):
-            v = table.get(key + (ds,))
-            if v is not None:
-                return v
+            if key + (ds,) in table:
+                return key + (ds,)
         return None
+
+    def _get(self, table: dict, key: tuple, dataset: str | None) -> float | None:
+        found = self._key(table, key, dataset)
+        return None if found is None else table[found]
 
     def run(self, teacher: str, student: str, method: str, dataset: str | None = None) -> float | None:
         """Published top-1 of ``method`` on the pair (``vanilla``: the student trained alone);
@@ -67,11 +72,7 @@ class Published:
     def is_secondary(self, teacher: str, student: str, method: str,
                      dataset: str | None = None) -> bool:
         """Whether the number :meth:`run` gives comes from a secondary source."""
-        for ds in (self.dataset if dataset is None else dataset, None):
-            key = (teacher, student, method, ds)
-            if key in self._runs:
-                return key in self._secondary
-        return False
+        return self._key(self._runs, (teacher, student, method), dataset) in self._secondary
 
     def teacher(self, teacher: str, dataset: str | None = None) -> float | None:
         """Published top-1 of a teacher (any of its rows with method ``teacher``)."""

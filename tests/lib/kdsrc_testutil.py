@@ -76,21 +76,9 @@ def digits_head(n_train: int, n_test: int):
 def step_losses():
     """A progress sink that records every training step's total loss (the engine reports each
     one to ``step()``) and every line it prints."""
-    from kdsrc.engine import Progress
+    from kdsrc.engine.progress import StepRecorder
 
-    class StepLosses(Progress):
-        def __init__(self):
-            super().__init__(enabled=False)
-            self.losses: list[float] = []
-            self.lines: list[str] = []
-
-        def step(self, epoch, epochs, step, steps, loss):
-            self.losses.append(float(loss))
-
-        def line(self, text):
-            self.lines.append(text)
-
-    return StepLosses()
+    return StepRecorder()
 
 
 def digits_setup(teacher_checkpoint, *, epochs: int = 1):
