@@ -22,14 +22,15 @@ Differences from the reference, on purpose:
 
 Output: ``{"views": state_dict, "meta": {...}}`` written atomically (``meta["format"]`` =
 ``kdsrc-views/1``, with the teacher's weight fingerprint, the geometry, the angular recipe,
-the stage-1 recipe, the per-epoch history and the final accuracies). Resumable: after every
-epoch ``OUT.partial`` holds the whole state; running the same command again continues from it
+the stage-1 recipe, the per-epoch history and the final accuracies). Trained by the engine's epoch
+machinery (:func:`kdsrc.engine.epochs.run_epochs`, the same loop, resume, non-finite check and
+checkpointing as a distillation run), so it is resumable: after every epoch ``OUT.partial`` holds
+the whole state; running the same command again continues from it
 to the same result.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,12 @@ from ..config import apply_overrides
 from ..data import DeviceLoader, load_dataset
 from ..engine.io import atomic_torch_save
 from ..engine.loop import resolve_device
-from ..engine.meter import EpochMeter
+from ..engine.epochs import ResumeFile, RunProgress, resume_from, run_epochs
+from ..engine.meter import EpochMeter, EpochTotals
 from ..engine.progress import Progress
 from ..engine.record import device_name, versions
-from ..engine.schedule import begin_epoch
-from ..engine.seeding import rng_state, seed_everything, set_rng_state
-from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..engine.seeding import seed_everything
+from ..errors import ConfigError
 from ..losses import angular as A
 from ..models import feature_dims, load_teacher
 from .angularkd import AngularKD
@@ -136,30 +137,16 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
                  "lr_decay_rate": lr_decay_rate, "momentum": momentum,
                  "weight_decay": weight_decay, "batch_size": batch_size, "seed": seed}
 
-    start, history, wall_s = 1, [], 0.0
-    if resume and partial.exists():
-        start, history, wall_s = _load_partial(partial, signature, views, optimizer, progress)
-
-    meter = ViewMeter(recipe.num_views)
-    for epoch in range(start, epochs + 1):
-        t0 = time.perf_counter()
-        lr_now = begin_epoch(epoch, solver, optimizer, train_loader)
-        row = _views_epoch(epoch, epochs, lr_now, teacher, views, optimizer, recipe,
-                           train_loader, meter, progress)
-        test = evaluate_views(teacher, views, test_loader, recipe)
-        row.update({f"test_{k}": v for k, v in test.items()})
-        row["epoch_s"] = time.perf_counter() - t0
-        wall_s += row["epoch_s"]
-        history.append(row)
-        progress.line(f"views epoch {epoch}/{epochs} lr {lr_now:.4g} loss {row['train_loss']:.4f} "
-                      f"ensemble test {test['ensemble_top1']:.2f} (teacher "
-                      f"{test['teacher_top1']:.2f}) {row['epoch_s']:.1f}s")
-        atomic_torch_save({"format": PARTIAL_FORMAT, "signature": signature, "epoch": epoch,
-                           "views": views.state_dict(), "optimizer": optimizer.state_dict(),
-                           "rng": rng_state(), "history": history, "wall_s": wall_s}, partial)
-
-    if not history:
-        raise ConfigError("pretrain_epochs: nothing was trained")
+    work = ViewsWork(teacher, views, optimizer, recipe, train_loader, test_loader, epochs,
+                     progress)
+    resume_file = ResumeFile(partial, PARTIAL_FORMAT, "signature", signature, lambda old: (
+        "another pretraining (teacher, settings or recipe differ)"))
+    done = resume_from(resume_file, work, None, progress) if resume and partial.exists() \
+        else RunProgress(score=None)
+    done = run_epochs(work, epochs=epochs, solver=solver, optimizer=optimizer,
+                      loader=train_loader, resume=resume_file, done=done, progress=progress,
+                      epochs_key="pretrain_epochs")
+    history, wall_s = done.history, done.wall_s
     last = history[-1]
     meta = {
         "format": VIEWS_FORMAT,
@@ -189,64 +176,69 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
     return meta
 
 
-def _load_partial(partial: Path, signature: dict[str, Any], views, optimizer,
-                  progress: Progress) -> tuple[int, list[dict[str, Any]], float]:
-    """``(next epoch, history, wall_s)`` of a stage-1 resume file, its views, optimizer and RNG
-    states loaded; it must be from the same pretraining (``signature``)."""
-    try:
-        state = torch.load(partial, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read {partial}: {e}".splitlines()[0]) from None
-    if not isinstance(state, dict) or state.get("format") != PARTIAL_FORMAT:
-        raise CheckpointError(f"{partial} is not a kdsrc views resume file")
-    if state["signature"] != signature:
-        raise ConfigError(f"{partial} was written by another pretraining (teacher, settings "
-                          f"or recipe differ); delete it or pass --no-resume")
-    views.load_state_dict(state["views"])
-    optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
-    progress.line(f"resuming view pretraining from {partial} after epoch {state['epoch']}")
-    return state["epoch"] + 1, state["history"], state["wall_s"]
+class ViewsWork:
+    """Stage 1 as the engine's epoch machinery (:func:`~kdsrc.engine.epochs.run_epochs`)
+    trains it: the views on the frozen teacher, evaluated as an ensemble after each epoch."""
 
+    where = "view pretraining: "
 
-def _views_epoch(epoch: int, epochs: int, lr_now: float, teacher, views, optimizer,
-                 recipe: AngularRecipe, train_loader: DeviceLoader, meter: ViewMeter,
-                 progress: Progress) -> dict[str, Any]:
-    """One stage-1 epoch of the views on the frozen teacher: its log row (losses, train
-    diagnostics) without the test accuracies. Nothing is read back to the host inside the
-    epoch: the loss sums and the finiteness check add up on the device (the engine's
-    :class:`~kdsrc.engine.meter.EpochMeter`, the same sums as host floats) and are read once."""
-    dev = train_loader.device
-    steps = len(train_loader)
-    views.train()
-    sums = EpochMeter(dev)
-    w = recipe.weights(dev)
-    for i, batch in enumerate(train_loader, 1):
-        with torch.no_grad():
-            logits_t, feats = teacher(batch.x)
-        feat, logits_t = feats["pooled_feat"].detach().float(), logits_t.float()
-        v, z = views(feat)
-        losses = recipe.aux_losses(feat, logits_t, v, z, batch.y)
-        total = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        with torch.no_grad():
-            q = A.ensemble_probs(logits_t, z, weights=w,
-                                 temperature=recipe.ensemble_tau(None))
-        sums.add(losses, total, q, batch.y)
-        meter.update(feat, logits_t, v.detach(), z.detach(), q, batch.y)
-        progress.step(epoch, epochs, i, steps, total)
-    totals = sums.read()
-    if totals.first_bad is not None:
-        step, term, _ = totals.first_bad
-        raise NonFiniteLossError(f"view pretraining: non-finite loss at epoch {epoch}, "
-                                 f"step {step} of {steps}: {term}")
-    row: dict[str, Any] = {"epoch": epoch, "lr": lr_now}
-    row.update({k: v / totals.seen for k, v in totals.loss_sums.items()})
-    row["train_loss"] = totals.total_sum / totals.seen
-    row.update({f"train_{k}": v for k, v in meter.compute().items()})
-    return row
+    def __init__(self, teacher, views: ViewGenerator, optimizer, recipe: AngularRecipe,
+                 loader: DeviceLoader, test_loader: DeviceLoader, epochs: int,
+                 progress: Progress):
+        self.teacher, self.views, self.optimizer, self.recipe = teacher, views, optimizer, recipe
+        self.loader, self.test_loader, self.epochs, self.progress = (loader, test_loader, epochs,
+                                                                     progress)
+        self.meter = ViewMeter(recipe.num_views)
+
+    def train_epoch(self, epoch: int, lr: float) -> EpochTotals:
+        """One epoch; nothing is read back to the host inside it: the loss sums and the
+        finiteness check add up on the device (EpochMeter) and are read once, at its end."""
+        views, recipe, loader = self.views, self.recipe, self.loader
+        steps = len(loader)
+        views.train()
+        sums = EpochMeter(loader.device)
+        w = recipe.weights(loader.device)
+        for i, batch in enumerate(loader, 1):
+            with torch.no_grad():
+                logits_t, feats = self.teacher(batch.x)
+            feat, logits_t = feats["pooled_feat"].detach().float(), logits_t.float()
+            v, z = views(feat)
+            losses = recipe.aux_losses(feat, logits_t, v, z, batch.y)
+            total = sum(losses.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                q = A.ensemble_probs(logits_t, z, weights=w,
+                                     temperature=recipe.ensemble_tau(None))
+            sums.add(losses, total, q, batch.y)
+            self.meter.update(feat, logits_t, v.detach(), z.detach(), q, batch.y)
+            self.progress.step(epoch, self.epochs, i, steps, total)
+        return sums.read()
+
+    def epoch_row(self, epoch: int, lr: float, totals: EpochTotals) -> dict[str, Any]:
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        row.update({k: v / totals.seen for k, v in totals.loss_sums.items()})
+        row["train_loss"] = totals.total_sum / totals.seen
+        row.update({f"train_{k}": v for k, v in self.meter.compute().items()})
+        test = evaluate_views(self.teacher, self.views, self.test_loader, self.recipe)
+        row.update({f"test_{k}": v for k, v in test.items()})
+        return row
+
+    def summary(self, row: dict[str, Any], done: RunProgress) -> str:
+        return (f"views epoch {row['epoch']}/{self.epochs} lr {row['lr']:.4g} loss "
+                f"{row['train_loss']:.4f} ensemble test {row['test_ensemble_top1']:.2f} "
+                f"(teacher {row['test_teacher_top1']:.2f}) {row['epoch_s']:.1f}s")
+
+    def epoch_logged(self, done: RunProgress) -> None:
+        """Stage 1 keeps its history in the views file's meta; no log file of its own."""
+
+    def states(self) -> dict[str, Any]:
+        return {"views": self.views.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_states(self, state: dict[str, Any]) -> None:
+        self.views.load_state_dict(state["views"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def settings_from_assignments(assignments: list[str]) -> dict[str, Any]:

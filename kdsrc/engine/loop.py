@@ -1,7 +1,8 @@
 """The training loop: one run config in, weights + per-epoch log + eval record out.
 
-Resumable: after every epoch the whole training state (student, the distiller's extra modules,
-optimizer, RNG states, history) is written to ``last.pt`` atomically, and each epoch's data order
+Resumable (the shared epoch machinery of :mod:`kdsrc.engine.epochs`): after every epoch the whole
+training state (student, the distiller's extra modules, optimizer, RNG states, history) is
+written to ``last.pt`` atomically, and each epoch's data order
 and augmentation are a pure function of (seed, epoch). A run killed at any point and started
 again with the same config therefore ends with exactly the weights and metrics of an
 uninterrupted run.
@@ -11,8 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,17 @@ from ..config import (config_hash, resolve_run_config, uses_channels_last, uses_
                       wants_cuda_graph)
 from ..data import DatasetArrays, DeviceLoader, load_dataset
 from ..distillers import DistillContext, StepState, build_distiller, get_method
-from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..errors import ConfigError
 from ..models import build_model, feature_dims, load_teacher
 from .capture import StaticStep, run_capture_blocker
+from .epochs import ResumeFile, RunProgress, resume_from, run_epochs
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .meter import EpochMeter, EpochTotals
 from .metrics import evaluate
 from .progress import Progress
 from .record import device_name, git_rev, versions
-from .schedule import begin_epoch
-from .seeding import rng_state, seed_everything, set_rng_state
-from .step import autocast_for, non_finite_message, train_step
+from .seeding import seed_everything
+from .step import autocast_for, train_step
 
 RESUME_FORMAT = "kdsrc-resume/1"
 #: how :func:`train` runs each step (see its ``step_kind``)
@@ -86,20 +86,6 @@ def _write_csv(history: list[dict[str, Any]], path: Path) -> None:
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(buf.getvalue(), path)
-
-
-def _load_resume(path: Path, chash: str) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a torn or foreign file: say which and why
-        raise CheckpointError(f"cannot read resume checkpoint {path}: {e}".splitlines()[0]) from None
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise CheckpointError(f"{path} is not a kdsrc resume checkpoint")
-    if state["config_hash"] != chash:
-        raise ConfigError(
-            f"{path} was written by a different run config (hash {state['config_hash'][:12]} vs "
-            f"{chash[:12]}); delete it or pass --no-resume to start over")
-    return state
 
 
 @dataclass
@@ -165,34 +151,6 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
     return RunParts(distiller, optimizer, teacher_cache, cache_note, cache_views)
 
 
-@dataclass
-class RunProgress:
-    """What a run has done so far, saved in ``last.pt`` after every epoch and resumed from it."""
-
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] = field(default_factory=lambda: {"top1": -1.0, "top5": 0.0, "epoch": 0})
-    wall_s: float = 0.0
-    train_s: float = 0.0
-    samples: int = 0
-
-    @property
-    def next_epoch(self) -> int:
-        return int(self.history[-1]["epoch"]) + 1 if self.history else 1
-
-    def add(self, row: dict[str, Any], *, train_s: float, samples: int) -> None:
-        self.history.append(row)
-        if row["test_top1"] > self.best["top1"]:
-            self.best = {"top1": row["test_top1"], "top5": row["test_top5"],
-                         "epoch": row["epoch"]}
-        self.wall_s += row["epoch_s"]
-        self.train_s += train_s
-        self.samples += samples
-
-    def saved(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best, "wall_s": self.wall_s,
-                "train_s": self.train_s, "samples": self.samples}
-
-
 def _step_kind(cfg: dict[str, Any], dev: torch.device, asked: str | None) -> str:
     """``train``'s ``step_kind`` (see there), checked against the device."""
     if asked is None:
@@ -234,62 +192,86 @@ def _capturable(cfg: dict[str, Any], step_kind: str, parts: RunParts | None,
     return step_kind, None
 
 
-def _resume(paths: RunPaths, chash: str, parts: RunParts, progress: Progress) -> RunProgress:
-    """The state of ``paths.last`` loaded into the run's modules, optimizer and RNGs."""
-    state = _load_resume(paths.last, chash)
-    if state.get("teacher_cache_views") != parts.cache_views:
-        raise ConfigError(
-            f"{paths.last} was trained with teacher-cache views "
-            f"{state.get('teacher_cache_views')}, this run has {parts.cache_views} (a multi-view "
-            f"cache changes what the student sees); point teacher.cache back or pass --no-resume")
-    parts.distiller.load_state_dict(state["distiller"])
-    parts.optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
-    progress.line(f"resuming from {paths.last} after epoch {state['epoch']}")
-    return RunProgress(history=state["history"], best=state["best"], wall_s=state["wall_s"],
-                       train_s=state["train_s"], samples=state["samples"])
+class RunWork:
+    """A distillation run as :func:`~kdsrc.engine.epochs.run_epochs` trains it: its epoch of
+    steps (ordinary or static/graphed), its log row after evaluating the student, its resume
+    states and its per-epoch log file."""
 
+    where = ""
 
-def _train_epoch(epoch: int, lr: float, epochs: int, parts: RunParts, loader: DeviceLoader,
-                 static: StaticStep | None, autocast, progress: Progress) -> EpochTotals:
-    """One epoch of steps, nothing read back to the host until its end: losses, top-1 and the
-    finiteness check add up on the device (kdsrc.engine.meter) and are read once, here."""
-    steps = len(loader)
-    if static is not None:
-        static.begin_epoch(epoch, lr)
-        batch_size, n = loader.batch_size, loader.num_samples
-        for i in range(1, steps + 1):
-            total = static.step(min(batch_size, n - (i - 1) * batch_size))
-            progress.step(epoch, epochs, i, steps, total)
-        meter = static.meter
-    else:
+    def __init__(self, cfg: dict[str, Any], parts: RunParts, loader: DeviceLoader,
+                 test_loader: DeviceLoader, static: StaticStep | None, autocast,
+                 paths: RunPaths, progress: Progress):
+        self.cfg, self.parts, self.loader, self.test_loader = cfg, parts, loader, test_loader
+        self.static, self.autocast, self.paths, self.progress = static, autocast, paths, progress
+        self.epochs = cfg["solver"]["epochs"]
+
+    def train_epoch(self, epoch: int, lr: float) -> EpochTotals:
+        """One epoch of steps, nothing read back to the host until its end: losses, top-1 and
+        the finiteness check add up on the device (kdsrc.engine.meter)."""
+        parts, loader, static = self.parts, self.loader, self.static
+        parts.distiller.train()
+        steps = len(loader)
+        if static is not None:
+            static.begin_epoch(epoch, lr)
+            batch_size, n = loader.batch_size, loader.num_samples
+            for i in range(1, steps + 1):
+                total = static.step(min(batch_size, n - (i - 1) * batch_size))
+                self.progress.step(epoch, self.epochs, i, steps, total)
+            return static.meter.read()
         meter = EpochMeter(loader.device)
         epoch_t = torch.full((), float(epoch), dtype=torch.float32, device=loader.device)
         for i, batch in enumerate(loader, 1):
-            state = StepState(epoch=epoch, step=(epoch - 1) * steps + i, epochs=epochs,
+            state = StepState(epoch=epoch, step=(epoch - 1) * steps + i, epochs=self.epochs,
                               epoch_t=epoch_t)
             logits, losses, total = train_step(parts.distiller, parts.optimizer, batch, state,
-                                               autocast=autocast)
+                                               autocast=self.autocast)
             meter.add(losses, total, logits, batch.y)
-            progress.step(epoch, epochs, i, steps, total)
-    totals = meter.read()
-    if totals.first_bad is not None:
-        step, term, value = totals.first_bad
-        raise NonFiniteLossError(non_finite_message(epoch, f"step {step} of {steps}", term,
-                                                    value))
-    return totals
+            self.progress.step(epoch, self.epochs, i, steps, total)
+        return meter.read()
+
+    def epoch_row(self, epoch: int, lr: float, totals: EpochTotals) -> dict[str, Any]:
+        distiller = self.parts.distiller
+        test = evaluate(distiller.student, self.test_loader, autocast=self.autocast)
+        seen = totals.seen
+        row = {"epoch": epoch, "lr": lr, "train_loss": totals.total_sum / seen}
+        row.update({k: v / seen for k, v in totals.loss_sums.items()})
+        row.update({"train_top1": 100.0 * totals.correct / seen, "test_top1": test["top1"],
+                    "test_top5": test["top5"], "test_loss": test["loss"]})
+        row.update(distiller.epoch_metrics())
+        return row
+
+    def summary(self, row: dict[str, Any], done: RunProgress) -> str:
+        best = done.best
+        return (f"epoch {row['epoch']}/{self.epochs} lr {row['lr']:.4g} loss "
+                f"{row['train_loss']:.4f} train {row['train_top1']:.2f} test "
+                f"{row['test_top1']:.2f} (best {best['top1']:.2f} @ {best['epoch']}) "
+                f"{row['epoch_s']:.1f}s")
+
+    def epoch_logged(self, done: RunProgress) -> None:
+        _write_csv(done.history, self.paths.log_csv)
+
+    def states(self) -> dict[str, Any]:
+        return {"config": self.cfg, "distiller": self.parts.distiller.state_dict(),
+                "optimizer": self.parts.optimizer.state_dict(),
+                "teacher_cache_views": self.parts.cache_views}
+
+    def load_states(self, state: dict[str, Any]) -> None:
+        views = self.parts.cache_views
+        if state.get("teacher_cache_views") != views:
+            raise ConfigError(
+                f"{self.paths.last} was trained with teacher-cache views "
+                f"{state.get('teacher_cache_views')}, this run has {views} (a multi-view "
+                f"cache changes what the student sees); point teacher.cache back or pass "
+                f"--no-resume")
+        self.parts.distiller.load_state_dict(state["distiller"])
+        self.parts.optimizer.load_state_dict(state["optimizer"])
 
 
-def _epoch_row(epoch: int, lr: float, totals: EpochTotals, test: dict[str, float],
-               distiller) -> dict[str, Any]:
-    """One line of the per-epoch log (``epoch_s`` is added by the caller)."""
-    seen = totals.seen
-    row = {"epoch": epoch, "lr": lr, "train_loss": totals.total_sum / seen}
-    row.update({k: v / seen for k, v in totals.loss_sums.items()})
-    row.update({"train_top1": 100.0 * totals.correct / seen, "test_top1": test["top1"],
-                "test_top5": test["top5"], "test_loss": test["loss"]})
-    row.update(distiller.epoch_metrics())
-    return row
+def resume_file(paths: RunPaths, chash: str) -> ResumeFile:
+    """A run's ``last.pt``: it belongs to the run config of hash ``chash``."""
+    return ResumeFile(paths.last, RESUME_FORMAT, "config_hash", chash, lambda old: (
+        f"a different run config (hash {str(old)[:12]} vs {chash[:12]})"))
 
 
 def _eval_record(cfg: dict[str, Any], chash: str, done: RunProgress, parts: RunParts, *,
@@ -375,41 +357,19 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
         progress.line(f"teacher cache: {'used' if parts.teacher_cache is not None else 'not used'} "
                       f"({parts.cache_note})")
     step_kind, graph_note = _capturable(cfg, step_kind, parts, progress)
-    done = _resume(paths, chash, parts, progress) if resume and paths.last.exists() \
+
+    work = RunWork(cfg, parts, train_loader, test_loader, None, autocast, paths, progress)
+    last = resume_file(paths, chash)
+    done = resume_from(last, work, "test_top1", progress) if resume and last.exists() \
         else RunProgress()
-
-    epochs = solver["epochs"]
-    static = None
-    if step_kind != "ordinary":
-        static = StaticStep(distiller, optimizer, train_loader, epochs=epochs,
-                            autocast_dtype=torch.bfloat16 if autocast else None,
-                            capture=step_kind == "graph")
-        progress.line(f"step: captured as a CUDA graph after {static.warmup} eager steps per "
-                      f"batch shape" if static.capture else "step: static buffers, eager")
-    for epoch in range(done.next_epoch, epochs + 1):
-        t_epoch = time.perf_counter()
-        lr = begin_epoch(epoch, solver, optimizer, train_loader)
-        distiller.train()
-        totals = _train_epoch(epoch, lr, epochs, parts, train_loader, static, autocast,
-                              progress)
-        train_time = time.perf_counter() - t_epoch
-        test = evaluate(distiller.student, test_loader, autocast=autocast)
-        row = _epoch_row(epoch, lr, totals, test, distiller)
-        row["epoch_s"] = time.perf_counter() - t_epoch
-        done.add(row, train_s=train_time, samples=totals.seen)
-        best = done.best
-        progress.line(f"epoch {epoch}/{epochs} lr {lr:.4g} loss {row['train_loss']:.4f} "
-                      f"train {row['train_top1']:.2f} test {test['top1']:.2f} "
-                      f"(best {best['top1']:.2f} @ {best['epoch']}) {row['epoch_s']:.1f}s")
-        _write_csv(done.history, paths.log_csv)
-        atomic_torch_save({
-            "format": RESUME_FORMAT, "config_hash": chash, "config": cfg, "epoch": epoch,
-            "distiller": distiller.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": rng_state(), **done.saved(), "teacher_cache_views": parts.cache_views,
-        }, paths.last)
-
-    if not done.history:
-        raise ConfigError("solver.epochs: nothing was trained")
+    if step_kind != "ordinary":   # after a resume: its buffers are the resumed optimizer's
+        work.static = StaticStep(distiller, optimizer, train_loader, epochs=solver["epochs"],
+                                 autocast_dtype=torch.bfloat16 if autocast else None,
+                                 capture=step_kind == "graph")
+        progress.line(f"step: captured as a CUDA graph after {work.static.warmup} eager steps "
+                      f"per batch shape" if work.static.capture else "step: static buffers, eager")
+    done = run_epochs(work, epochs=solver["epochs"], solver=solver, optimizer=optimizer,
+                      loader=train_loader, resume=last, done=done, progress=progress)
     # a run resumed from a complete last.pt trains nothing; its log must still be written
     # (Snakemake deletes a job's outputs before it starts)
     _write_csv(done.history, paths.log_csv)
@@ -417,7 +377,7 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
                           step_kind=step_kind, graph_note=graph_note, method_label=method_label,
                           seeds=seeds)
     atomic_torch_save({"model": distiller.student.state_dict(),
-                       "kdsrc": {"config": cfg, "config_hash": chash, "epoch": epochs,
+                       "kdsrc": {"config": cfg, "config_hash": chash, "epoch": solver["epochs"],
                                  "top1_last": done.history[-1]["test_top1"]}}, paths.final)
     atomic_write_json(record, paths.eval_json)
     return record
