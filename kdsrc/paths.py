@@ -3,14 +3,15 @@
 The Snakemake rules use these patterns as they are (their ``{wildcards}`` are the rules'
 wildcards), :mod:`kdsrc.plan` fills them for its runs and targets, and :mod:`kdsrc.dvcstages`
 derives the DVC stage outputs from their folders. Wildcards: ``dataset``, ``teacher``,
-``student``, ``method`` (a plan's method entry), ``seed``, ``table``.
+``student``, ``method`` (a plan's method entry), ``seed``, ``table``, ``scheme`` (a teacher
+cache's scheme folder).
 
 Weights and caches are versioned by DVC, the small files (eval records, per-epoch logs,
 metrics, tables, figures) by git (README "DVC").
 
-The teacher cache of a teacher is one folder, its exact scheme (every crop/flip variant, see
-:mod:`kdsrc.cache`); the multi-view scheme's cache, which no plan builds yet, will get a folder
-of its own beside it when a plan does.
+A teacher's caches lie one folder per scheme under ``results/cache/{dataset}/{teacher}``:
+``exact`` (every crop/flip variant) and ``views-K`` (K fixed views per image), see
+:mod:`kdsrc.cache.layout`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ TEACHER_PRETRAIN_DIR = "results/teachers/{dataset}/{teacher}/pretrain"
 TEACHER_EVAL = "results/eval/teachers/{dataset}/{teacher}.json"
 #: a pretrained teacher's per-epoch log
 TEACHER_LOG = "results/eval/teachers/{dataset}/{teacher}.csv"
-TEACHER_CACHE = "results/cache/{dataset}/{teacher}"
+#: one folder per cache scheme (``exact``, ``views-K``: kdsrc.cache.layout)
+TEACHER_CACHE = "results/cache/{dataset}/{teacher}/{scheme}"
 
 # -- distillation (the ``runs`` stage) -------------------------------------------------------
 #: Angular-KD's stage-1 views (they depend on teacher, method settings and seed, not student)

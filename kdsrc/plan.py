@@ -377,8 +377,9 @@ def teacher_log_path(d: str, t: str) -> str:
     return paths.fill(paths.TEACHER_LOG, dataset=d, teacher=t)
 
 
-def teacher_cache_path(d: str, t: str) -> str:
-    return paths.fill(paths.TEACHER_CACHE, dataset=d, teacher=t)
+def teacher_cache_path(d: str, t: str, scheme: str = "exact") -> str:
+    """The folder of teacher ``t``'s cache of ``scheme`` (kdsrc.cache.layout)."""
+    return paths.fill(paths.TEACHER_CACHE, dataset=d, teacher=t, scheme=scheme)
 
 
 def _run_wildcards(run: Run) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from kdsrc import paths
+from kdsrc.cache.layout import SCHEME_PATTERN, legacy_caches
 from kdsrc.errors import KdsrcError
 from kdsrc.plan import (
     NO_TEACHER,
@@ -29,6 +30,14 @@ try:
 except KdsrcError as e:
     raise WorkflowError(f"invalid plan: {e}") from None
 
+if legacy_caches(paths.RESULTS):
+    # before scheme folders: their runs' teacher.cache changed, move (never rebuild) the caches
+    raise WorkflowError(
+        "teacher caches of the layout before scheme folders: "
+        + ", ".join(str(p) for p in legacy_caches(paths.RESULTS))
+        + ". Run `python -m kdsrc.cache migrate`, then `snakemake --touch` once with the same "
+        "--config (nothing retrains; README \"Teacher cache\")")
+
 DATASET = PLAN.dataset
 JOBS_PER_GPU = config["jobs_per_gpu"]
 
@@ -49,6 +58,7 @@ wildcard_constraints:
     method="[A-Za-z0-9_]+",
     seed=r"\d+",
     table="[A-Za-z0-9_]+",
+    scheme=SCHEME_PATTERN,
 
 
 # -- targets ---------------------------------------------------------------------------------

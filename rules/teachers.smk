@@ -77,9 +77,9 @@ rule teacher_cache:
         gpu=1,
     threads: 1
     log:
-        "logs/teacher_cache/{dataset}/{teacher}.log",
+        "logs/teacher_cache/{dataset}/{teacher}/{scheme}.log",
     benchmark:
-        "logs/benchmarks/teacher_cache/{dataset}/{teacher}.tsv"
+        "logs/benchmarks/teacher_cache/{dataset}/{teacher}/{scheme}.tsv"
     script:
         "../workflow_scripts/teacher_cache.py"
 

@@ -20,7 +20,8 @@ those K views only. A run that uses such a cache trains on those K views only: t
 one of the image's K stored views (uniformly, from a generator seeded by ``(seed, epoch)``)
 instead of a fresh crop/flip, and the lookup finds the slot whose stored view it is. K lives
 in the cache (meta ``views``): the plan chooses the scheme by the cache it points
-``teacher.cache`` at (e.g. ``results/cache/{d}/{t}/views5``), and the eval record says it
+``teacher.cache`` at (e.g. ``results/cache/{d}/{t}/views-5``: one folder per scheme,
+:mod:`kdsrc.cache.layout`), and the eval record says it
 (``teacher_cache_views``). ``teacher_cache: off`` ignores the cache and trains with fresh
 augmentation and the online teacher.
 

@@ -1,4 +1,5 @@
-"""``python -m kdsrc.cache build|info``: build a teacher cache, or describe one.
+"""``python -m kdsrc.cache build|info|migrate``: build a teacher cache, describe one, or move the
+caches of the layout before scheme folders into theirs (``results/cache/{d}/{t}/{scheme}``).
 
 Bad input ends in one line ``kdsrc.cache: error: ...`` and exit status 2.
 """
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--overwrite", action="store_true")
     i = sub.add_parser("info", help="print a cache's meta.json")
     i.add_argument("dir")
+    m = sub.add_parser("migrate", help="move each cache folder of the old layout "
+                       "(results/cache/{d}/{t}/meta.json) into its scheme folder "
+                       "(results/cache/{d}/{t}/exact); then run `snakemake --touch`")
+    m.add_argument("--results", default="results", help="the results folder (default results)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "build":
@@ -61,6 +66,17 @@ def main(argv: list[str] | None = None) -> int:
                               pooled_budget_bytes=int(args.pooled_budget_gb * 2**30),
                               views=args.views, views_seed=args.views_seed,
                               progress=Progress(), overwrite=args.overwrite)
+        elif args.cmd == "migrate":
+            from .layout import migrate_legacy
+
+            moved = migrate_legacy(args.results)
+            for old, new in moved:
+                print(f"moved {old} -> {new}")
+            if moved:
+                print("now run `snakemake --touch` (with your usual --config) once: it records "
+                      "the runs' new teacher.cache path, so nothing retrains")
+            else:
+                print(f"nothing to move: no cache of the old layout under {args.results}/cache")
         else:
             from .store import read_meta
 

@@ -32,7 +32,8 @@ def test_the_plan_fills_the_patterns():
     assert views_path(run) == f"results/views/{d}/{t}/{run.method}/seed{run.seed}.pt"
     assert teacher_model_path(d, t) == f"results/teachers/{d}/{t}/model.pt"
     assert teacher_eval_path(d, t) == f"results/eval/teachers/{d}/{t}.json"
-    assert teacher_cache_path(d, t) == f"results/cache/{d}/{t}"
+    assert teacher_cache_path(d, t) == f"results/cache/{d}/{t}/exact"
+    assert teacher_cache_path(d, t, "views-5") == f"results/cache/{d}/{t}/views-5"
     assert table_outputs("T1") == ["results/tables/T1.tex", "results/tables/T1.md",
                                    "results/figures/T1_bars.png",
                                    "results/figures/T1_curves.png"]
