@@ -1,7 +1,7 @@
-"""MLKD's strong view on the device: crop + flip, RandAugment(n=2) and Cutout, batched.
+"""MLKD's strong image on the device: crop + flip, RandAugment(n=2) and Cutout, batched.
 
 Reference: Jin-Ying/Multi-Level-Logit-Distillation ``mdistiller/dataset/cifar100.py``
-(``get_cifar100_train_transform_strong``), the same file in june6423/Angular-KD. The strong view of a
+(``get_cifar100_train_transform_strong``), the same file in june6423/Angular-KD. The strong image of a
 CIFAR image is::
 
     RandomCrop(32, padding=4) -> RandomHorizontalFlip() -> RandAugment(2, 10) -> ToTensor -> Normalize
@@ -37,7 +37,7 @@ float rounding (sin/cos, division) may move a rare pixel that sits on a rounding
 
 Randomness: :func:`draw_strong` draws everything (op choices, magnitudes, Cutout size and
 position, and -- for an independent crop -- crop corner and flip) from torch's *CPU* generator
-(the global one unless a generator is passed), so a strong view is a deterministic function of
+(the global one unless a generator is passed), so a strong image is a deterministic function of
 torch's CPU RNG state and identical on CPU and GPU. The reference draws from Python's ``random``
 and NumPy inside unseeded DataLoader workers; the distributions are the same.
 
@@ -84,7 +84,7 @@ _GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
 
 @dataclass
 class StrongDraws:
-    """The random draws of one batch of strong views (CPU tensors, one row per sample)."""
+    """The random draws of one batch of strong images (CPU tensors, one row per sample)."""
 
     ops: torch.Tensor      # int64 B x n, index into RANDAUGMENT_OPS
     values: torch.Tensor   # float64 B x n, the ops' magnitudes
@@ -96,7 +96,7 @@ class StrongDraws:
 
 def draw_strong(batch_size: int, *, n: int = 2, cutout_max: float = 0.5, pad: int | None = None,
                 flip: bool = False, generator: torch.Generator | None = None) -> StrongDraws:
-    """Draw the randomness of ``batch_size`` strong views from torch's CPU RNG.
+    """Draw the randomness of ``batch_size`` strong images from torch's CPU RNG.
 
     ``pad`` not None also draws an independent crop corner in ``[0, 2·pad]`` and (if ``flip``) a
     flip bit with p = 0.5, as the reference's own ``RandomCrop``/``RandomHorizontalFlip`` of the
@@ -335,24 +335,24 @@ def randaugment_u8(images_u8: torch.Tensor, draws: StrongDraws) -> torch.Tensor:
     return x.to(torch.uint8)
 
 
-def strong_view(images_u8: torch.Tensor, draws: StrongDraws, *, pad: int, mean, std,
+def strong_image(images_u8: torch.Tensor, draws: StrongDraws, *, pad: int, mean, std,
                 dy: torch.Tensor | None = None, dx: torch.Tensor | None = None,
                 flip: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
                 channels_last: bool = False) -> torch.Tensor:
-    """The normalised strong view of uint8 ``images_u8`` (the *un*-augmented training images).
+    """The normalised strong image of uint8 ``images_u8`` (the *un*-augmented training images).
 
     Crop corner and flip come from ``draws`` when it has them (independent crop, as the
-    reference), else from ``dy``/``dx``/``flip`` (e.g. the weak view's own draws). Then
+    reference), else from ``dy``/``dx``/``flip`` (e.g. the weak image's own draws). Then
     RandAugment + Cutout, then ``ToTensor`` + ``Normalize`` exactly as :func:`normalize_u8`.
     """
     if images_u8.dtype != torch.uint8:
-        raise TypeError(f"strong_view expects uint8 images, got {images_u8.dtype}")
+        raise TypeError(f"strong_image expects uint8 images, got {images_u8.dtype}")
     dev = images_u8.device
     if draws.dy is not None:
         dy, dx, flip = (draws.dy.to(dev), draws.dx.to(dev),
                         None if draws.flip is None else draws.flip.to(dev))
     if dy is None or dx is None:
-        raise ValueError("strong_view needs crop corners: from the draws or dy/dx")
+        raise ValueError("strong_image needs crop corners: from the draws or dy/dx")
     u8 = crop_flip_u8(images_u8, dy, dx, flip, pad=pad, check=False)
     u8 = randaugment_u8(u8, draws)
     u8 = u8.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -422,5 +422,5 @@ def pil_reference_cutout(img_u8_hwc, v: float, ux: float, uy: float):
 
 
 __all__ = ["RANDAUGMENT_OPS", "OP_INDEX", "CUTOUT_FILL", "StrongDraws", "draw_strong",
-           "randaugment_slot", "randaugment_u8", "cutout_", "strong_view",
+           "randaugment_slot", "randaugment_u8", "cutout_", "strong_image",
            "pil_reference_op", "pil_reference_cutout"]

@@ -15,7 +15,7 @@ Notation: ``z_s`` student logits (B x C), ``q`` teacher probabilities at T, ``p 
 * class level (``cc``): ``‖qᵀq − pᵀp‖²_F / C`` (C x C class-correlation Gram matrices)
 * batch level (``bc``): ``‖q qᵀ − p pᵀ‖²_F / B`` (B x B sample-correlation Gram matrices)
 
-Confidence masks (teacher at T = 1 on the weak view, ``np.percentile(·, 50)`` = linear-interpolated
+Confidence masks (teacher at T = 1 on the weak image, ``np.percentile(·, 50)`` = linear-interpolated
 median): sample mask ``max_c q¹_ic ≤ median_i``; class mask ``Σ_i q¹_ic ≤ median_c``.
 
 How the official code applies a mask, and the switch that reproduces it (``mask_mode``):
@@ -42,7 +42,7 @@ from .kd import plogp
 MASK_MODES = ("as_coded", "per_sample")
 #: the official temperature set, in the order of ``KD_ours.forward_train`` (cfg.KD.TEMPERATURE = 4 first)
 MLKD_TEMPERATURES = (4.0, 3.0, 5.0, 2.0, 6.0)
-#: temperatures at which the official "strong" KD (and cc) sums reuse the WEAK view
+#: temperatures at which the official "strong" KD (and cc) sums reuse the WEAK image
 MLKD_STRONG_REUSES_WEAK_AT = (2.0, 6.0)
 
 
@@ -156,12 +156,12 @@ def mlkd_loss_terms(student_weak: torch.Tensor, student_strong: torch.Tensor,
 
         kd_weak   = w Σ_{T∈S}   masked_kd(z_weak,   q_weak[T],   T, sample_mask)
         kd_strong = w Σ_{T∈S\\W} kd(z_strong, q_strong[T], T)            (no mask)
-                  + w Σ_{T∈W}   kd(z_weak,   q_weak[T],   T)            (as coded: the weak view again)
+                  + w Σ_{T∈W}   kd(z_weak,   q_weak[T],   T)            (as coded: the weak image again)
         cc        = w Σ_{T∈S}   masked_cc(z_weak, q_weak[T], T, class_mask)
         bc        = w Σ_{T∈S}   masked_bc(z_weak, q_weak[T], T, sample_mask)
 
     The official code also computes ``cc_strong`` (like ``kd_strong``, unmasked cc) and
-    ``bc_strong`` (bc on the strong view at every T in S, with the weak view's sample mask) but
+    ``bc_strong`` (bc on the strong image at every T in S, with the weak image's sample mask) but
     does NOT add them to the loss; ``strong_relations=True`` returns them too (as extra terms).
     ``bc_teacher_*`` optionally replace the teacher probabilities used by the bc terms (Angular-KD's
     double softmax, see :func:`batch_correlation_loss`).

@@ -161,7 +161,7 @@ def test_a_method_that_cannot_be_captured_says_why(tmp_path, digits_teacher, mon
     loaded = []
     real = loop.load_dataset
     monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: loaded.append(1) or real(*a, **k))
-    with pytest.raises(ConfigError, match="cannot be captured: its strong view"):
+    with pytest.raises(ConfigError, match="cannot be captured: its strong image"):
         train(_cfg({"name": "mlkd"}, digits_teacher), RunPaths.in_dir(tmp_path), device="cpu",
               step_kind="static")
     assert not loaded and not any(tmp_path.iterdir())   # stopped before any work

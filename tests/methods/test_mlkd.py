@@ -1,4 +1,4 @@
-"""MLKD: strong view vs PIL, loss vs a transcription of the official code, switches, training."""
+"""MLKD: strong image vs PIL, loss vs a transcription of the official code, switches, training."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from kdsrc.data.augment import crop_flip_u8
 from kdsrc.data.strong_aug import (OP_INDEX, RANDAUGMENT_OPS, StrongDraws, cutout_, draw_strong,
                                    pil_reference_cutout, pil_reference_op, randaugment_slot,
-                                   randaugment_u8, strong_view)
+                                   randaugment_u8, strong_image)
 from kdsrc.distillers import DistillContext, StepState, build_distiller
 from kdsrc.errors import ConfigError
 from kdsrc.losses.mlkd import (batch_correlation_loss, class_correlation_loss, mlkd_confidence_masks,
@@ -113,7 +113,7 @@ def test_zero_for_identical_logits_and_switches():
     assert float(per["bc"]) == pytest.approx(ref_bc, rel=1e-6)
 
 
-# -- the strong view ---------------------------------------------------------------------------------
+# -- the strong image ---------------------------------------------------------------------------------
 
 def _images(n=8, seed=0):
     rng = np.random.default_rng(seed)
@@ -171,8 +171,8 @@ def test_draws_are_deterministic_given_torch_rng_and_in_range():
     x = torch.from_numpy(_images()).permute(0, 3, 1, 2).contiguous()
     d = StrongDraws(ops=a.ops[:8], values=a.values[:8], cutout=a.cutout[:8], dy=a.dy[:8], dx=a.dx[:8],
                     flip=a.flip[:8])
-    v1 = strong_view(x, d, pad=4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    v2 = strong_view(x, d, pad=4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    v1 = strong_image(x, d, pad=4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    v2 = strong_image(x, d, pad=4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     assert torch.equal(v1, v2) and v1.dtype == torch.float32 and v1.shape == (8, 3, 32, 32)
 
 
@@ -209,7 +209,7 @@ def test_teacher_asked_for_weak_then_strong_with_batch_none():
     assert set(losses) == {"loss_ce", "loss_ce_strong", "loss_kd_weak", "loss_kd_strong", "loss_cc",
                            "loss_bc"}
     assert all(torch.isfinite(v) for v in losses.values())
-    # the shared-crop strong view is the same images, same crop, then RandAugment + Cutout
+    # the shared-crop strong image is the same images, same crop, then RandAugment + Cutout
     torch.manual_seed(0)
     again = d.strong_images(x, batch)
     assert torch.equal(again, seen[1][0])
