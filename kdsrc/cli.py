@@ -58,8 +58,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import MODEL_NAMES
+    from .models.timm_zoo import TIMM_MODELS, input_size
 
-    print("\n".join(MODEL_NAMES))
+    for name in MODEL_NAMES:
+        family = f"timm {TIMM_MODELS[name][0]}" if name in TIMM_MODELS else "CIFAR zoo"
+        print(f"{name:36s} {input_size(name):4d} px  {family}")
     return 0
 
 
@@ -158,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", metavar="FILE", help="also write the result as JSON")
     e.set_defaults(func=_cmd_eval)
 
-    m = sub.add_parser("models", help="list the model zoo")
+    m = sub.add_parser("models", help="list the model zoo: name, input size, family (the 32-px "
+                       "CIFAR zoo, or the timm model a timm-<model> name builds)")
     m.set_defaults(func=_cmd_models)
     me = sub.add_parser("methods", help="list distillation methods")
     me.add_argument("-v", "--verbose", action="store_true", help="show each method's settings: default, meaning and allowed values")

@@ -53,8 +53,8 @@ PRETRAIN_TEACHERS = _alternatives(PLAN.teachers_with("pretrain"))
 
 wildcard_constraints:
     dataset="[a-z0-9]+",
-    teacher="[A-Za-z0-9_]+",
-    student="[A-Za-z0-9_]+",
+    teacher="[A-Za-z0-9_-]+",   # model names: the CIFAR zoo's and timm-<model>
+    student="[A-Za-z0-9_-]+",
     method="[A-Za-z0-9_]+",
     seed=r"\d+",
     table="[A-Za-z0-9_]+",

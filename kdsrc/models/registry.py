@@ -1,4 +1,5 @@
-"""Name -> constructor table for the CIFAR zoo (the names of mdistiller's ``cifar_model_dict``)."""
+"""Name -> constructor table: the 32-px CIFAR zoo (the names of mdistiller's ``cifar_model_dict``)
+and the timm models (``timm-<model>``, :mod:`kdsrc.models.timm_zoo`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError, unknown_name
-from . import mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, vgg, wrn
+from . import mobilenetv2, resnet, resnetv2, shufflenetv1, shufflenetv2, timm_zoo, vgg, wrn
 
-MODEL_NAMES = (
+#: the 32-px CIFAR zoo (mdistiller's names)
+CIFAR_MODEL_NAMES = (
     "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "resnet8x4", "resnet32x4",
     "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
     "vgg8", "vgg11", "vgg13", "vgg16", "vgg19",
     "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet18", "ResNet50",
 )  # fmt: skip
+MODEL_NAMES = CIFAR_MODEL_NAMES + tuple(timm_zoo.TIMM_MODELS)
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     **resnet.BUILDERS,
@@ -26,6 +29,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     **shufflenetv1.BUILDERS,
     **shufflenetv2.BUILDERS,
     **resnetv2.BUILDERS,
+    **timm_zoo.BUILDERS,
 }
 assert set(_BUILDERS) == set(MODEL_NAMES), "registry and MODEL_NAMES disagree"
 
@@ -37,7 +41,8 @@ def model_options(name: str) -> tuple[str, ...]:
 
 
 def build_model(name: str, num_classes: int = 100, **options) -> nn.Module:
-    """A freshly initialised CIFAR model whose state-dict keys match mdistiller's."""
+    """A freshly initialised model: a CIFAR one whose state-dict keys match mdistiller's, or a
+    timm one whose keys are timm's."""
     builder = _builder(name)
     allowed = model_options(name)
     unknown = sorted(set(options) - set(allowed))
