@@ -61,7 +61,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .models.timm_zoo import TIMM_MODELS, input_size
 
     for name in MODEL_NAMES:
-        family = f"timm {TIMM_MODELS[name][0]}" if name in TIMM_MODELS else "CIFAR zoo"
+        family = ("CIFAR zoo" if name not in TIMM_MODELS else "timm VisionTransformer, the "
+                  "multi-view student" if TIMM_MODELS[name][0] == name else
+                  f"timm {TIMM_MODELS[name][0]}")
         print(f"{name:36s} {input_size(name):4d} px  {family}")
     return 0
 
@@ -154,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "state_dict} format or kdsrc's final.pt) on a test split.")
     e.add_argument("--model", required=True, help="architecture name (see `kdsrc models`)")
     e.add_argument("--checkpoint", required=True, metavar="FILE")
-    e.add_argument("--dataset", default="cifar100", help="cifar100 (default) or digits")
+    e.add_argument("--dataset", default="cifar100", help="cifar100 (default), cifar10 or digits")
     e.add_argument("--data-root", default="data", metavar="DIR")
     e.add_argument("--download", action="store_true")
     e.add_argument("--device", default="auto")
@@ -183,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     pv.add_argument("--teacher", required=True, metavar="NAME", help="teacher architecture")
     pv.add_argument("--teacher-checkpoint", required=True, metavar="FILE", help="teacher weights")
-    pv.add_argument("--dataset", required=True, help="cifar100 or digits")
+    pv.add_argument("--dataset", required=True, help="cifar100, cifar10 or digits")
     pv.add_argument("--out", required=True, metavar="FILE", help="the views file to write")
     pv.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="an angularkd setting, value parsed as YAML (e.g. num_views=5, "

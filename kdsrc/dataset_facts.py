@@ -29,6 +29,9 @@ DATASET_FACTS: dict[str, DatasetFacts] = {
     # torchvision CIFAR-100: 500 training / 100 test images per class
     "cifar100": DatasetFacts("cifar100", classes=100, train_images=50_000, test_images=10_000,
                              largest_class=500),
+    # torchvision CIFAR-10: 5,000 training / 1,000 test images per class
+    "cifar10": DatasetFacts("cifar10", classes=10, train_images=50_000, test_images=10_000,
+                            largest_class=5000),
     # kdsrc.data.digits: the fixed stratified 80/20 split of scikit-learn's digits
     "digits": DatasetFacts("digits", classes=10, train_images=1438, test_images=359,
                            largest_class=146),

@@ -63,15 +63,15 @@ def md5_bytes(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def make_archive(files: dict[str, bytes]) -> bytes:
-    """A deterministic ``.tar.gz`` with ``cifar-100-python/<name>`` members."""
+def make_archive(files: dict[str, bytes], folder: str = FOLDER) -> bytes:
+    """A deterministic ``.tar.gz`` with ``<folder>/<name>`` members (CIFAR-100's by default)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        d = tarfile.TarInfo(FOLDER)
+        d = tarfile.TarInfo(folder)
         d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, 1_230_000_000
         tar.addfile(d)
         for name, data in files.items():
-            info = tarfile.TarInfo(f"{FOLDER}/{name}")
+            info = tarfile.TarInfo(f"{folder}/{name}")
             info.size, info.mode, info.mtime = len(data), 0o644, 1_230_000_000
             tar.addfile(info, io.BytesIO(data))
     out = io.BytesIO()
@@ -91,10 +91,11 @@ class FakeCifar:
     test_y: np.ndarray
     fine_names: list[str]
     extra: dict = field(default_factory=dict)
+    folder: str = FOLDER
 
     def write_extracted(self, root: Path) -> Path:
-        """Write ``root/cifar-100-python/{train,test,meta}``; returns ``root``."""
-        base = root / FOLDER
+        """Write ``root/<folder>/<every file>``; returns ``root``."""
+        base = root / self.folder
         base.mkdir(parents=True, exist_ok=True)
         for name, data in self.files.items():
             (base / name).write_bytes(data)
@@ -131,6 +132,39 @@ def fake_cifar() -> FakeCifar:
     md5s["archive"] = md5_bytes(archive)
     return FakeCifar(files, archive, md5s, train_x, train_y.astype(np.int64), test_x,
                      test_y.astype(np.int64), fine_names)
+
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+@pytest.fixture(scope="session")
+def fake_cifar10() -> FakeCifar:
+    """A small CIFAR-10 in the real format: five training batches (b'data', b'labels', ...),
+    ``test_batch`` and ``batches.meta`` (b'label_names'), Python-2 pickles like the real ones."""
+    rng = np.random.default_rng(4321)
+    per_batch = 10
+    train_x = rng.integers(0, 256, (5 * per_batch, 3, 32, 32), dtype=np.uint8)
+    test_x = rng.integers(0, 256, (N_TEST, 3, 32, 32), dtype=np.uint8)
+    train_y = np.arange(5 * per_batch) % 10
+    test_y = rng.integers(0, 10, N_TEST)
+    names = [f"kind_{i}" for i in range(10)]
+
+    def batch(x, y, label):
+        return py2_pickle({s("batch_label"): s(label), s("labels"): [int(v) for v in y],
+                           s("data"): np.ascontiguousarray(x.reshape(len(x), 3 * 32 * 32)),
+                           s("filenames"): [s(f"img_{i:05d}.png") for i in range(len(x))]})
+
+    files = {f"data_batch_{b + 1}": batch(train_x[b * per_batch:(b + 1) * per_batch],
+                                          train_y[b * per_batch:(b + 1) * per_batch],
+                                          f"training batch {b + 1} of 5") for b in range(5)}
+    files["test_batch"] = batch(test_x, test_y, "testing batch 1 of 1")
+    files["batches.meta"] = py2_pickle({s("label_names"): [s(n) for n in names],
+                                        s("num_cases_per_batch"): per_batch, s("num_vis"): 3072})
+    archive = make_archive(files, CIFAR10_FOLDER)
+    md5s = {name: md5_bytes(data) for name, data in files.items()}
+    md5s["archive"] = md5_bytes(archive)
+    return FakeCifar(files, archive, md5s, train_x, train_y.astype(np.int64), test_x,
+                     test_y.astype(np.int64), names, folder=CIFAR10_FOLDER)
 
 
 # --- loopback HTTP server -----------------------------------------------------------------------

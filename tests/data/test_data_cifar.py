@@ -79,7 +79,7 @@ def test_unknown_dataset_name():
     with pytest.raises(UnknownNameError) as err:
         load_dataset("imagenet-1k")
     assert "cifar100" in str(err.value) and "digits" in str(err.value)
-    assert DATASET_NAMES == ("cifar100", "digits")
+    assert DATASET_NAMES == ("cifar100", "cifar10", "digits")
 
 
 def test_unknown_checksum_key(tmp_path):

@@ -39,7 +39,7 @@ def test_tiny_plan_is_valid():
 
 @pytest.mark.parametrize("changes, needle", [
     ({"colour": "red"}, "Additional properties are not allowed ('colour' was unexpected); allowed keys"),
-    ({"dataset": "mnist"}, "dataset: 'mnist' is not allowed; allowed values: cifar100, digits"),
+    ({"dataset": "mnist"}, "dataset: 'mnist' is not allowed; allowed values: cifar100, cifar10, digits"),
     ({"seeds": ...}, "'seeds' is a required property"),
     ({"seeds": [0, 0]}, "seeds: [0, 0] has non-unique elements"),
     ({"seeds": ["a"]}, "seeds.0: 'a' is not of type 'integer'"),
