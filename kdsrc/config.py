@@ -33,6 +33,7 @@ from .settings import Setting, check_all, choice, flag, without_new_defaults
 LOW_LR_STUDENTS = frozenset({"MobileNetV2", "ShuffleV1", "ShuffleV2"})
 
 WARMUP_MODES = ("linear", "ldrld_as_coded")
+LR_SCHEDULES = ("step", "cosine", "cosine_after_warmup")
 
 #: the solver (the reference recipe: mdistiller's CIFAR-100 SGD); the plan schema's solver
 #: definition is built from these declarations
@@ -54,6 +55,43 @@ SOLVER: tuple[Setting, ...] = (
     choice("warmup_mode", "linear", WARMUP_MODES, "linear: lr·epoch/w for the first w epochs; "
            "ldrld_as_coded: LDRLD's warm-up as its code runs"),
     Setting("eval_batch_size", 256, "test batch size", type="integer", low=1),
+    # -- the transformer recipes (RSD's timm recipes, the multi-view project): added after
+    # results were recorded, so each stays out of the hash and the params at its default
+    choice("optimizer", "sgd", ("sgd", "adamw"), "sgd: the reference recipe (momentum, "
+           "nesterov); adamw: torch AdamW (betas 0.9/0.999, eps 1e-8; momentum and nesterov "
+           "unused)", identity_at_default=False),
+    choice("weight_decay_on", "all", ("all", "weights"), "all: every parameter (the reference); "
+           "weights: not biases, norm parameters or a model's no_weight_decay() names (timm's "
+           "param_groups_weight_decay, as RSD's timm optimizer)", identity_at_default=False),
+    choice("lr_schedule", "step", LR_SCHEDULES, "step: lr_decay_epochs and lr_decay_rate; "
+           "cosine: timm's CosineLRScheduler per epoch (cosine over all epochs from lr to min_lr, "
+           "the first warmup_epochs linear from warmup_lr); cosine_after_warmup: the cosine "
+           "starts after the warm-up (torch LinearLR then CosineAnnealingLR, the multi-view "
+           "project)", identity_at_default=False),
+    Setting("min_lr", 0.0, "floor of the cosine schedules", low=0.0, identity_at_default=False),
+    Setting("warmup_lr", 0.0, "LR of the first warm-up epoch of the cosine schedules", low=0.0,
+            identity_at_default=False),
+    Setting("label_smoothing", 0.0, "label smoothing of the student's cross-entropy (every "
+            "method)", low=0.0, high=0.99, identity_at_default=False),
+    Setting("clip_grad_norm", None, "clip the global L2 norm of the gradients to this before "
+            "each step; null: no clipping", above=0.0, nullable=True,
+            identity_at_default=False),
+    Setting("mixup_alpha", 0.0, "mixup's Beta(α, α); 0: off (timm Mixup, the teacher sees the "
+            "mixed image)", low=0.0, identity_at_default=False),
+    Setting("cutmix_alpha", 0.0, "cutmix's Beta(α, α); 0: off", low=0.0,
+            identity_at_default=False),
+    Setting("mixup_prob", 1.0, "probability that a batch is mixed (mixup or cutmix on)",
+            low=0.0, high=1.0, identity_at_default=False),
+    Setting("mixup_switch_prob", 0.5, "probability of cutmix instead of mixup when both are on",
+            low=0.0, high=1.0, identity_at_default=False),
+    Setting("val_fraction", 0.0, "fraction of the training set held out for validation (a "
+            "fixed split drawn from the seed); 0: none", low=0.0, high=0.5,
+            identity_at_default=False),
+    Setting("early_stop_patience", None, "stop after this many epochs without a better "
+            "validation top-1 (needs val_fraction > 0); null: never", type="integer", low=1,
+            nullable=True, identity_at_default=False),
+    Setting("early_stop_after", 0, "epochs before early stopping may stop", type="integer",
+            low=0, identity_at_default=False),
 )
 
 #: run keys with a fixed set of values (the plan schema's mode, precision, channels_last and
@@ -100,6 +138,13 @@ def _resolve_solver(raw: Any, student: str) -> dict[str, Any]:
         solver["lr"] = default_lr(student)
     _require(solver["warmup_epochs"] <= solver["epochs"], "solver.warmup_epochs",
              "cannot exceed solver.epochs")
+    _require(solver["lr_schedule"] == "step" or solver["warmup_mode"] == "linear",
+             "solver.warmup_mode", "the cosine schedules warm up linearly only")
+    _require(solver["lr_schedule"] != "cosine_after_warmup"
+             or solver["warmup_epochs"] < solver["epochs"], "solver.warmup_epochs",
+             "cosine_after_warmup needs at least one epoch after the warm-up")
+    _require(solver["early_stop_patience"] is None or solver["val_fraction"] > 0,
+             "solver.early_stop_patience", "needs a validation split (solver.val_fraction > 0)")
     return solver
 
 

@@ -77,6 +77,25 @@ class DatasetArrays:
         return replace(self, train_x=self.train_x[:n_train].clone(),
                        train_y=self.train_y[:n_train].clone(), **test)
 
+    def holdout(self, fraction: float, seed: int) -> tuple["DatasetArrays", "DatasetArrays"]:
+        """``(train, validation)``: the training set split as ``torch.utils.data.random_split``
+        splits it with a generator seeded by ``seed`` (the multi-view project's 90/10 split):
+        the first ``int((1 - fraction) · N)`` positions of ``randperm(N)`` train, the rest
+        validate. The validation set is the returned copy's ``test`` split; indices are kept in
+        ascending order (a batch's ``index`` is its position in the smaller training set)."""
+        n = self.num_train
+        n_train = int((1.0 - fraction) * n)
+        if not 0 < n_train < n:
+            raise ValueError(f"{self.name}: val_fraction {fraction} leaves {n_train} of {n} "
+                             f"images for training")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+        train_idx, val_idx = perm[:n_train].sort().values, perm[n_train:].sort().values
+        train = replace(self, train_x=self.train_x[train_idx].contiguous(),
+                        train_y=self.train_y[train_idx].contiguous())
+        val = replace(self, test_x=self.train_x[val_idx].contiguous(),
+                      test_y=self.train_y[val_idx].contiguous())
+        return train, val
+
     def __repr__(self) -> str:
         return (f"DatasetArrays(name={self.name!r}, train={self.num_train}, test={self.num_test}, "
                 f"image_shape={self.image_shape}, num_classes={self.num_classes}, "

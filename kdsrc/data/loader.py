@@ -39,6 +39,8 @@ class Batch:
     dy: torch.Tensor | None = None  # int64 crop row offsets in [0, 2*pad]; None for eval loaders
     dx: torch.Tensor | None = None  # int64 crop column offsets
     flip: torch.Tensor | None = None  # bool
+    #: soft targets of a mixed batch (mixup/cutmix), set by the training loop; None otherwise
+    y_soft: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

@@ -233,6 +233,9 @@ class ViewsWork:
     def epoch_logged(self, done: RunProgress) -> None:
         """Stage 1 keeps its history in the views file's meta; no log file of its own."""
 
+    def finished(self, done: RunProgress) -> bool:
+        return False
+
     def states(self) -> dict[str, Any]:
         return {"views": self.views.state_dict(), "optimizer": self.optimizer.state_dict()}
 

@@ -48,6 +48,8 @@ class DistillContext:
     #: an open :class:`kdsrc.cache.TeacherCache` when the run reads precomputed teacher outputs
     #: (the engine opens it only if it holds the method's ``cache_needs``), else None
     teacher_cache: Any = None
+    #: label smoothing of the student's cross-entropy (``solver.label_smoothing``)
+    label_smoothing: float = 0.0
 
 
 def facts_of_labels(labels: torch.Tensor, *, name: str, num_classes: int | None = None
@@ -232,6 +234,17 @@ class Distiller(nn.Module):
         return {}
 
     # -- derived helpers ---------------------------------------------------------------------
+    def ce(self, logits: torch.Tensor, y: torch.Tensor, batch: Any = None, *,
+           label_smoothing: float | None = None) -> torch.Tensor:
+        """The student's cross-entropy, in float32: against the soft targets of a mixed batch
+        (mixup/cutmix, ``batch.y_soft``: timm's SoftTargetCrossEntropy), else against the labels
+        with the run's label smoothing (``label_smoothing`` overrides it)."""
+        soft = getattr(batch, "y_soft", None)
+        if soft is not None:
+            return torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        ls = self.ctx.label_smoothing if label_smoothing is None else label_smoothing
+        return F.cross_entropy(logits.float(), y, label_smoothing=ls)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         params = list(self.student.parameters())
         for m in self.extra_modules():

@@ -50,7 +50,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
@@ -277,7 +276,7 @@ class CRD(Distiller):
         t = self.teacher_outputs(x, y, batch)
         s_loss, t_loss = self.contrast(feats["pooled_feat"], t.feats["pooled_feat"], batch.index)
         losses = {
-            "loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y),
+            "loss_ce": s["ce_weight"] * self.ce(logits, y, batch),
             "loss_crd": s["crd_weight"] * (s_loss + t_loss),
         }
         if s["kd_weight"] != 0:

@@ -10,7 +10,6 @@ ramp and their weight); their sum is mdistiller's ``loss_kd``.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from ..losses.dkd import dkd_parts
 from ..settings import temperature, warmup, weight
@@ -43,7 +42,7 @@ class DKD(Distiller):
         tckd, nckd = dkd_parts(logits, t.probs(s["temperature"]), y, temperature=s["temperature"])
         w = state.ramp(s["warmup"])
         return logits, {
-            "loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y),
+            "loss_ce": s["ce_weight"] * self.ce(logits, y, batch),
             "loss_tckd": (w * s["alpha"]) * tckd,
             "loss_nckd": (w * s["beta"]) * nckd,
         }

@@ -1,6 +1,5 @@
 """``kd``: Hinton knowledge distillation with mdistiller's CIFAR weights (CE 0.1, KD 0.9, T 4)."""
 
-import torch.nn.functional as F
 
 from ..losses import kd_loss_from_probs
 from ..settings import temperature, weight
@@ -24,7 +23,7 @@ class KD(Distiller):
         s = self.settings
         t = self.teacher_outputs(x, y, batch)
         return logits, {
-            "loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y),
+            "loss_ce": s["ce_weight"] * self.ce(logits, y, batch),
             "loss_kd": s["kd_weight"] * kd_loss_from_probs(
                 logits, t.probs(s["temperature"]), temperature=s["temperature"]),
         }

@@ -36,7 +36,6 @@ the common mdistiller recipe.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..losses.ldrld import ldrld_loss
@@ -86,7 +85,7 @@ class LDRLD(Distiller):
         r = s["ce_weight"]
         outer = r if s["ce_scaling"] == "as_coded" else 1.0
         return logits, {
-            "loss_ce": outer * r * F.cross_entropy(logits.float(), y),
+            "loss_ce": outer * r * self.ce(logits, y, batch),
             "loss_ldr": outer * s["alpha"] * l_ldr,
             "loss_rntk": outer * s["beta"] * rntk,
         }

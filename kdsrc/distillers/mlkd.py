@@ -156,8 +156,8 @@ class MLKD(Distiller):
                                 strong_relations=s["strong_relations"],
                                 bc_teacher_weak=bc_w, bc_teacher_strong=bc_s)
         losses = {
-            "loss_ce": s["ce_weight"] * F.cross_entropy(logits_w.float(), y),
-            "loss_ce_strong": s["ce_weight"] * F.cross_entropy(logits_s.float(), y),
+            "loss_ce": s["ce_weight"] * self.ce(logits_w, y, batch),
+            "loss_ce_strong": s["ce_weight"] * self.ce(logits_s, y, batch),
         }
         losses.update({f"loss_{k}": v for k, v in terms.items()})
         return logits_w, losses

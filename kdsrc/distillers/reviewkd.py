@@ -166,7 +166,7 @@ class ReviewKD(Distiller):
         fused = self.review(self.student_maps(feats))
         w = state.ramp(s["warmup"])
         losses = {
-            "loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y),
+            "loss_ce": s["ce_weight"] * self.ce(logits, y, batch),
             "loss_reviewkd": (w * s["reviewkd_weight"])
             * hcl_loss(fused, self.teacher_maps(t.feats)),
         }

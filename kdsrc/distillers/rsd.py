@@ -29,7 +29,6 @@ RSD term is then zero for that step (the official loader drops the last partial 
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
 from ..losses.rsd import rsd_loss
@@ -83,8 +82,8 @@ class RSD(Distiller):
         s = self.settings
         logits, feats = self.student(x)
         t = self.teacher_outputs(x, y, batch)
-        loss_ce = s["ce_weight"] * F.cross_entropy(logits.float(), y,
-                                                   label_smoothing=s["label_smoothing"])
+        loss_ce = s["ce_weight"] * self.ce(logits, y, batch,
+                                               label_smoothing=s["label_smoothing"] or None)
         f_s = feats["pooled_feat"]
         if f_s.shape[0] < 2:
             loss_rsd = sum(p.sum() for p in self.projector.parameters()) * 0.0

@@ -48,7 +48,6 @@ Memory banks count in ``extra_params`` when a CRD head is built (level feature/b
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from ..losses.dkd import dkd_loss
 from ..losses.kd import kd_loss_from_probs
@@ -185,7 +184,7 @@ class TeKAP(Distiller):
         s = self.settings
         logits, feats = self.student(x)
         t = self.teacher_outputs(x, y, batch)
-        losses = {"loss_ce": s["ce_weight"] * F.cross_entropy(logits.float(), y)}
+        losses = {"loss_ce": s["ce_weight"] * self.ce(logits, y, batch)}
         if self.use_logit:
             losses.update(self.logit_terms(logits, y, t, state))
         if self.use_feat:

@@ -1,6 +1,5 @@
 """``vanilla``: cross-entropy only. Trains students alone and pretrains teachers."""
 
-import torch.nn.functional as F
 
 from ..settings import weight
 from .base import Distiller
@@ -16,4 +15,4 @@ class Vanilla(Distiller):
 
     def forward_train(self, x, y, batch, state):
         logits, _ = self.student(x)
-        return logits, {"loss_ce": self.settings["ce_weight"] * F.cross_entropy(logits.float(), y)}
+        return logits, {"loss_ce": self.settings["ce_weight"] * self.ce(logits, y, batch)}

@@ -127,6 +127,10 @@ class EpochWork(Protocol):
     def epoch_logged(self, done: RunProgress) -> None:
         """After an epoch's row is added, before the resume file is written (e.g. a log file)."""
 
+    def finished(self, done: RunProgress) -> bool:
+        """Whether to stop before ``epochs`` (early stopping); checked before every epoch, so a
+        resumed run that had stopped stays stopped."""
+
 
 def resume_from(resume: ResumeFile, work: EpochWork, score: str | None,
                 progress: Progress) -> RunProgress:
@@ -152,6 +156,9 @@ def run_epochs(work: EpochWork, *, epochs: int, solver: dict[str, Any], optimize
     """Epochs ``done.next_epoch`` … ``epochs`` of ``work``; ``solver`` sets each epoch's LR
     (:func:`~kdsrc.engine.schedule.begin_epoch`), which also fixes the loader's data order."""
     for epoch in range(done.next_epoch, epochs + 1):
+        if done.history and work.finished(done):
+            progress.line(f"stopping early after epoch {done.history[-1]['epoch']}")
+            break
         t_epoch = time.perf_counter()
         lr = begin_epoch(epoch, solver, optimizer, loader)
         totals = work.train_epoch(epoch, lr)

@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..models import build_model, feature_dims, load_teacher
 from .capture import StaticStep, run_capture_blocker
 from .epochs import ResumeFile, RunProgress, resume_from, run_epochs
+from .recipe import build_mixup, build_optimizer, mixes, recipe_capture_blocker
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .meter import EpochMeter, EpochTotals
 from .metrics import evaluate
@@ -119,7 +120,9 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
         teacher = load_teacher(cfg["teacher"]["name"], ckpt, num_classes=data.num_classes)
     method = dict(cfg["method"])
     teacher_cache, cache_note = None, "not asked for"
-    if use_cache:
+    if use_cache and solver["val_fraction"] > 0:
+        cache_note = "a validation split: the cache indexes the whole training set"
+    elif use_cache:
         teacher_cache, cache_note = open_run_cache(
             cfg, method=method["name"],
             needs=get_method(method["name"]).cache_needs_for(method),
@@ -135,7 +138,7 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
                          pad=data.pad, flip=data.flip, image_size=size,
                          student_dims=feature_dims(student, size),
                          teacher_dims=feature_dims(teacher, size) if teacher is not None else {},
-                         teacher_cache=teacher_cache)
+                         teacher_cache=teacher_cache, label_smoothing=solver["label_smoothing"])
     distiller = build_distiller(method.pop("name"), student, teacher, method, ctx)
     distiller.to(device)
     if uses_channels_last(cfg):
@@ -145,9 +148,7 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
         distiller.student.compile()
         if teacher is not None and teacher_cache is None:
             teacher.compile()
-    optimizer = torch.optim.SGD(distiller.trainable_parameters(), lr=solver["lr"],
-                                momentum=solver["momentum"], weight_decay=solver["weight_decay"],
-                                nesterov=solver["nesterov"])
+    optimizer = build_optimizer(distiller, solver)
     return RunParts(distiller, optimizer, teacher_cache, cache_note, cache_views)
 
 
@@ -180,8 +181,9 @@ def _capturable(cfg: dict[str, Any], step_kind: str, parts: RunParts | None,
     if step_kind == "ordinary":
         return step_kind, None
     settings = {k: v for k, v in cfg["method"].items() if k != "name"}
-    note = run_capture_blocker(get_method(cfg["method"]["name"]), settings,
-                               None if parts is None else parts.teacher_cache)
+    note = recipe_capture_blocker(cfg["solver"]) or run_capture_blocker(
+        get_method(cfg["method"]["name"]), settings,
+        None if parts is None else parts.teacher_cache)
     if note and (cfg["cuda_graph"] == "on" or step_kind == "static"):
         raise ConfigError(f"cuda_graph: this run's step cannot be captured: {note}")
     if note and parts is None:
@@ -201,10 +203,16 @@ class RunWork:
 
     def __init__(self, cfg: dict[str, Any], parts: RunParts, loader: DeviceLoader,
                  test_loader: DeviceLoader, static: StaticStep | None, autocast,
-                 paths: RunPaths, progress: Progress):
+                 paths: RunPaths, progress: Progress, val_loader: DeviceLoader | None = None,
+                 num_classes: int = 0):
         self.cfg, self.parts, self.loader, self.test_loader = cfg, parts, loader, test_loader
         self.static, self.autocast, self.paths, self.progress = static, autocast, paths, progress
-        self.epochs = cfg["solver"]["epochs"]
+        solver = cfg["solver"]
+        self.epochs = solver["epochs"]
+        self.val_loader = val_loader
+        self.mixup = build_mixup(solver, num_classes)
+        self.clip = solver["clip_grad_norm"]
+        self.patience, self.stop_after = solver["early_stop_patience"], solver["early_stop_after"]
 
     def train_epoch(self, epoch: int, lr: float) -> EpochTotals:
         """One epoch of steps, nothing read back to the host until its end: losses, top-1 and
@@ -224,8 +232,11 @@ class RunWork:
         for i, batch in enumerate(loader, 1):
             state = StepState(epoch=epoch, step=(epoch - 1) * steps + i, epochs=self.epochs,
                               epoch_t=epoch_t)
+            if self.mixup is not None:   # the student and the teacher see the mixed images
+                batch.x, batch.y_soft = self.mixup(batch.x, batch.y)
             logits, losses, total = train_step(parts.distiller, parts.optimizer, batch, state,
-                                               autocast=self.autocast)
+                                               autocast=self.autocast,
+                                               clip_grad_norm=self.clip)
             meter.add(losses, total, logits, batch.y)
             self.progress.step(epoch, self.epochs, i, steps, total)
         return meter.read()
@@ -238,15 +249,26 @@ class RunWork:
         row.update({k: v / seen for k, v in totals.loss_sums.items()})
         row.update({"train_top1": 100.0 * totals.correct / seen, "test_top1": test["top1"],
                     "test_top5": test["top5"], "test_loss": test["loss"]})
+        if self.val_loader is not None:
+            val = evaluate(distiller.student, self.val_loader, autocast=self.autocast)
+            row.update({"val_top1": val["top1"], "val_loss": val["loss"]})
         row.update(distiller.epoch_metrics())
         return row
 
     def summary(self, row: dict[str, Any], done: RunProgress) -> str:
         best = done.best
+        val = f" val {row['val_top1']:.2f}" if "val_top1" in row else ""
         return (f"epoch {row['epoch']}/{self.epochs} lr {row['lr']:.4g} loss "
-                f"{row['train_loss']:.4f} train {row['train_top1']:.2f} test "
+                f"{row['train_loss']:.4f} train {row['train_top1']:.2f}{val} test "
                 f"{row['test_top1']:.2f} (best {best['top1']:.2f} @ {best['epoch']}) "
                 f"{row['epoch_s']:.1f}s")
+
+    def finished(self, done: RunProgress) -> bool:
+        """Early stopping: ``early_stop_patience`` epochs after ``early_stop_after`` without a
+        validation top-1 at least 0.01 points above the best so far (the multi-view project's
+        EarlyStopping, delta 1e-4 on accuracy as a fraction)."""
+        return self.patience is not None and early_stop_due(done.history, self.patience,
+                                                            self.stop_after)
 
     def epoch_logged(self, done: RunProgress) -> None:
         _write_csv(done.history, self.paths.log_csv)
@@ -266,6 +288,28 @@ class RunWork:
                 f"--no-resume")
         self.parts.distiller.load_state_dict(state["distiller"])
         self.parts.optimizer.load_state_dict(state["optimizer"])
+
+
+def early_stop_due(history: list[dict[str, Any]], patience: int, after: int,
+                   delta: float = 0.01) -> bool:
+    """Whether the epochs after ``after`` have gone ``patience`` epochs without a validation
+    top-1 (%) of at least the best so far + ``delta``; only those epochs count."""
+    best, since = None, 0
+    for row in history:
+        if row["epoch"] <= after:
+            continue
+        if best is None or row["val_top1"] >= best + delta:
+            best, since = row["val_top1"], 0
+        else:
+            since += 1
+    return since >= patience
+
+
+def val_best(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch of the best validation top-1 (the first on a tie) and the test top-1 there."""
+    row = max(history, key=lambda r: (r["val_top1"], -r["epoch"]))
+    return {"val_top1_best": row["val_top1"], "epoch_val_best": row["epoch"],
+            "top1_at_val_best": row["test_top1"]}
 
 
 def resume_file(paths: RunPaths, chash: str) -> ResumeFile:
@@ -289,6 +333,10 @@ def _eval_record(cfg: dict[str, Any], chash: str, done: RunProgress, parts: RunP
         "top1_best": best["top1"], "top5_best": best["top5"], "epoch_best": best["epoch"],
         "top1_last": last["test_top1"], "top5_last": last["test_top5"],
         "epochs": cfg["solver"]["epochs"],
+        **({"epochs_run": len(done.history),
+            "stopped_early": len(done.history) < cfg["solver"]["epochs"]}
+           if cfg["solver"]["early_stop_patience"] is not None else {}),
+        **(val_best(done.history) if cfg["solver"]["val_fraction"] > 0 else {}),
         "wall_s": round(done.wall_s, 3),
         "samples_per_s": round(done.samples / done.train_s, 2) if done.train_s > 0 else 0.0,
         "device": device_name(dev),
@@ -343,9 +391,17 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     data = _run_data(cfg, arrays, data_root, download)
     solver = cfg["solver"]
     channels_last = uses_channels_last(cfg)
+    val_loader = None
+    if solver["val_fraction"] > 0:
+        data, val = data.holdout(solver["val_fraction"], cfg["seed"])
+        val_loader = DeviceLoader.from_arrays(val, "test", batch_size=solver["eval_batch_size"],
+                                              device=dev, channels_last=channels_last)
+    # timm's Mixup pairs a batch with its reverse and needs an even size: like timm's training
+    # loader, a mixing run drops the last partial batch
     train_loader = DeviceLoader.from_arrays(data, "train", batch_size=solver["batch_size"],
                                             device=dev, seed=cfg["seed"],
-                                            channels_last=channels_last)
+                                            channels_last=channels_last,
+                                            drop_last=mixes(solver))
     test_loader = DeviceLoader.from_arrays(data, "test", batch_size=solver["eval_batch_size"],
                                            device=dev, channels_last=channels_last)
 
@@ -358,7 +414,8 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
                       f"({parts.cache_note})")
     step_kind, graph_note = _capturable(cfg, step_kind, parts, progress)
 
-    work = RunWork(cfg, parts, train_loader, test_loader, None, autocast, paths, progress)
+    work = RunWork(cfg, parts, train_loader, test_loader, None, autocast, paths, progress,
+                   val_loader=val_loader, num_classes=data.num_classes)
     last = resume_file(paths, chash)
     done = resume_from(last, work, "test_top1", progress) if resume and last.exists() \
         else RunProgress()
@@ -377,7 +434,8 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
                           step_kind=step_kind, graph_note=graph_note, method_label=method_label,
                           seeds=seeds)
     atomic_torch_save({"model": distiller.student.state_dict(),
-                       "kdsrc": {"config": cfg, "config_hash": chash, "epoch": solver["epochs"],
+                       "kdsrc": {"config": cfg, "config_hash": chash,
+                                 "epoch": done.history[-1]["epoch"],
                                  "top1_last": done.history[-1]["test_top1"]}}, paths.final)
     atomic_write_json(record, paths.eval_json)
     return record

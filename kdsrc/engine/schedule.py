@@ -1,6 +1,20 @@
-"""Learning-rate schedule of the reference recipe (mdistiller ``adjust_learning_rate``)."""
+"""Learning-rate schedules, one LR per epoch as a pure function of ``(epoch, solver)`` (so a resumed
+run sets the same LR): the reference recipe's step decay (mdistiller ``adjust_learning_rate``)
+and the transformer recipes' cosine schedules.
+
+``cosine`` is timm's ``CosineLRScheduler`` as RSD's ``train.py`` steps it once per epoch
+(``t_initial`` = epochs, one cycle, ``warmup_prefix`` off): at 0-based epoch ``t``,
+``warmup_lr + t·(lr − warmup_lr)/w`` for ``t < w``, else
+``min_lr + ½(lr − min_lr)(1 + cos(π t / epochs))``. ``cosine_after_warmup`` is the multi-view
+project's ``SequentialLR(LinearLR, CosineAnnealingLR(T_max = epochs − w))``: the same warm-up,
+then ``min_lr + ½(lr − min_lr)(1 + cos(π (t − w) / (epochs − w)))``. Both are written out here
+rather than stepped through the schedulers, whose state would have to be saved and replayed;
+a test checks them against timm's and torch's schedulers epoch by epoch.
+"""
 
 from __future__ import annotations
+
+import math
 
 
 def learning_rate(epoch: int, solver: dict) -> float:
@@ -10,6 +24,9 @@ def learning_rate(epoch: int, solver: dict) -> float:
     151–180, ... in the reference. With ``warmup_epochs = w > 0`` the first w epochs are scaled
     by ``epoch / w`` (mdistiller has no warm-up; it is off by default).
     """
+    kind = solver.get("lr_schedule", "step")
+    if kind != "step":
+        return _cosine(epoch - 1, solver, after_warmup=kind == "cosine_after_warmup")
     stages = solver["lr_decay_epochs"]
     lr = solver["lr"] * solver["lr_decay_rate"] ** sum(epoch > s for s in stages)
     w = solver.get("warmup_epochs", 0)
@@ -27,6 +44,15 @@ def learning_rate(epoch: int, solver: dict) -> float:
     if epoch <= w:
         lr *= epoch / w
     return lr
+
+
+def _cosine(t: int, solver: dict, *, after_warmup: bool) -> float:
+    lr, floor, w, epochs = solver["lr"], solver["min_lr"], solver["warmup_epochs"], solver["epochs"]
+    if t < w:
+        return solver["warmup_lr"] + t * (lr - solver["warmup_lr"]) / w
+    if after_warmup:
+        t, epochs = t - w, epochs - w
+    return floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * t / epochs))
 
 
 def begin_epoch(epoch: int, solver: dict, optimizer, loader) -> float:

@@ -19,10 +19,10 @@ def autocast_for(device: torch.device, precision: str) -> Callable | None:
 
 
 def train_step(distiller, optimizer: torch.optim.Optimizer, batch: Any, state: StepState, *,
-               autocast: Callable | None = None
+               autocast: Callable | None = None, clip_grad_norm: float | None = None
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """Forward (the distiller's losses), backward, optimizer step; returns ``(logits, losses,
-    total)``, all device tensors. The losses are summed in float32 whatever the autocast dtype.
+    """Forward (the distiller's losses), backward, optional gradient clipping, optimizer step;
+    returns ``(logits, losses, total)``, all device tensors. The losses are summed in float32 whatever the autocast dtype.
 
     Nothing is read back to the host: the caller checks finiteness from ``total`` (the training
     loop through :class:`~kdsrc.engine.meter.EpochMeter`, once per epoch, before it saves
@@ -32,6 +32,9 @@ def train_step(distiller, optimizer: torch.optim.Optimizer, batch: Any, state: S
     total = sum(v.float() for v in losses.values())
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if clip_grad_norm is not None:   # the global L2 norm of every trained gradient (timm's)
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in optimizer.param_groups for p in g["params"]], clip_grad_norm)
     optimizer.step()
     return logits, losses, total.detach()
 

@@ -55,6 +55,9 @@ class _Work:
     def epoch_logged(self, done):
         self.logged += 1
 
+    def finished(self, done):
+        return False
+
     def states(self):
         return {"w": self.w.clone()}
 

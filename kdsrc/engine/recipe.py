@@ -1,0 +1,81 @@
+"""The parts of a training recipe beyond the reference's SGD step: the optimizer and its weight
+decay groups, mixup/cutmix, and which of them the CUDA-graphed step cannot run yet.
+
+Each is a solver key of :data:`kdsrc.config.SOLVER` whose default is the reference recipe
+(SGD on every parameter, no mixing), so a run that leaves them alone trains exactly as before.
+Where timm has the part the transformer recipes use, it is timm's (``param_groups_weight_decay``,
+``Mixup``): RSD's code is built on timm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _decay_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
+    """timm's ``param_groups_weight_decay`` over every trainable module, merged into two groups:
+    no decay for biases, norm parameters (every 1-D parameter) and a module's
+    ``no_weight_decay()`` names (a ViT's position embedding and class token)."""
+    from timm.optim import param_groups_weight_decay
+
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for module in modules:
+        skip = module.no_weight_decay() if hasattr(module, "no_weight_decay") else ()
+        for group in param_groups_weight_decay(module, weight_decay, no_weight_decay_list=skip):
+            (no_decay if group["weight_decay"] == 0.0 else decay).extend(group["params"])
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(distiller, solver: dict[str, Any]) -> torch.optim.Optimizer:
+    """The run's optimizer over the distiller's trainable parameters (student + extra modules).
+
+    The reference (``optimizer: sgd``, ``weight_decay_on: all``) is one SGD group over
+    :meth:`~kdsrc.distillers.Distiller.trainable_parameters`, in that order, as always."""
+    wd = solver["weight_decay"]
+    if solver["weight_decay_on"] == "all":
+        params: Any = distiller.trainable_parameters()
+    else:
+        extra = [m for m in distiller.extra_modules()]
+        params = _decay_groups([distiller.student, *extra], wd)
+    if solver["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=solver["lr"], weight_decay=wd)
+    return torch.optim.SGD(params, lr=solver["lr"], momentum=solver["momentum"],
+                           weight_decay=wd, nesterov=solver["nesterov"])
+
+
+def mixes(solver: dict[str, Any]) -> bool:
+    return solver["mixup_alpha"] > 0 or solver["cutmix_alpha"] > 0
+
+
+def build_mixup(solver: dict[str, Any], num_classes: int):
+    """timm's ``Mixup`` (per batch, as RSD's loader) or None when neither mixup nor cutmix is on.
+
+    It mixes a batch with its reverse in place and returns the soft targets (label smoothing
+    folded in, as timm's train.py does); its draws come from numpy's and python's RNGs, which
+    every resume file saves. The batch size must be even (timm's rule), so a mixing run's
+    loader drops the last partial batch, as timm's training loader does."""
+    if not mixes(solver):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=solver["mixup_alpha"], cutmix_alpha=solver["cutmix_alpha"],
+                 prob=solver["mixup_prob"], switch_prob=solver["mixup_switch_prob"],
+                 mode="batch", label_smoothing=solver["label_smoothing"],
+                 num_classes=num_classes)
+
+
+def recipe_capture_blocker(solver: dict[str, Any]) -> str | None:
+    """Why the CUDA-graphed step cannot run this recipe, or None (its SGD step, no clipping
+    and no mixing are what it captures today)."""
+    if solver["optimizer"] != "sgd":
+        return f"optimizer {solver['optimizer']} (the captured step is SGD's)"
+    if solver["clip_grad_norm"] is not None:
+        return "gradient clipping"
+    if mixes(solver):
+        return "mixup/cutmix (drawn on the host per batch)"
+    return None
