@@ -34,6 +34,13 @@ LOW_LR_STUDENTS = frozenset({"MobileNetV2", "ShuffleV1", "ShuffleV2"})
 
 WARMUP_MODES = ("linear", "ldrld_as_coded")
 LR_SCHEDULES = ("step", "cosine", "cosine_after_warmup")
+#: normalisation constants a recipe may ask for instead of the dataset's own
+NORMALIZATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    # RSD's configs/cifar: CIFAR-100 constants slightly different from mdistiller's
+    "cifar100_rsd": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
 
 #: the solver (the reference recipe: mdistiller's CIFAR-100 SGD); the plan schema's solver
 #: definition is built from these declarations
@@ -84,6 +91,16 @@ SOLVER: tuple[Setting, ...] = (
             low=0.0, high=1.0, identity_at_default=False),
     Setting("mixup_switch_prob", 0.5, "probability of cutmix instead of mixup when both are on",
             low=0.0, high=1.0, identity_at_default=False),
+    Setting("image_size", None, "resize every batch on the device to this many px (random "
+            "resized crop + flip in training, resize + centre crop for evaluation: RSD's 224-px "
+            "timm pipeline); null: the stored images as they are", type="integer", low=8,
+            nullable=True, identity_at_default=False),
+    Setting("crop_pct", None, "evaluation centre-crop fraction of image_size; null: the "
+            "student's (timm 0.6.5's value for a timm model, 1 otherwise)", above=0.0, high=1.0,
+            nullable=True, identity_at_default=False),
+    choice("normalize", "dataset", ("dataset", *NORMALIZATIONS), "normalisation constants: the "
+           "dataset's, or a recipe's (imagenet, inception = 0.5, cifar100_rsd = RSD's)",
+           identity_at_default=False),
     Setting("val_fraction", 0.0, "fraction of the training set held out for validation (a "
             "fixed split drawn from the seed); 0: none", low=0.0, high=0.5,
             identity_at_default=False),
@@ -143,6 +160,8 @@ def _resolve_solver(raw: Any, student: str) -> dict[str, Any]:
     _require(solver["lr_schedule"] != "cosine_after_warmup"
              or solver["warmup_epochs"] < solver["epochs"], "solver.warmup_epochs",
              "cosine_after_warmup needs at least one epoch after the warm-up")
+    _require(solver["crop_pct"] is None or solver["image_size"] is not None, "solver.crop_pct",
+             "needs solver.image_size")
     _require(solver["early_stop_patience"] is None or solver["val_fraction"] > 0,
              "solver.early_stop_patience", "needs a validation split (solver.val_fraction > 0)")
     return solver

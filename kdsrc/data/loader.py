@@ -28,6 +28,8 @@ import torch
 
 from kdsrc.data.arrays import SPLITS, DatasetArrays
 from kdsrc.data.augment import augment, normalize_u8
+from kdsrc.data.resize import (ResizeSpec, centre_resized, crop_seed, random_resized_boxes,
+                               resized_crops)
 from kdsrc.errors import ConfigError, unknown_name
 
 
@@ -98,7 +100,7 @@ class DeviceLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, mean, std,
                  train: bool, pad: int = 4, flip: bool = True, device="cpu", seed: int = 0,
                  drop_last: bool = False, channels_last: bool = False, dtype=torch.float32,
-                 fixed_variants: torch.Tensor | None = None):
+                 fixed_variants: torch.Tensor | None = None, resize: ResizeSpec | None = None):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor N x C x H x W")
         labels = torch.as_tensor(labels)
@@ -130,6 +132,8 @@ class DeviceLoader:
         self.channels_last = bool(channels_last)
         self.dtype = dtype
         self.epoch = 0
+        #: the 224-px path (kdsrc.data.resize): each batch resized on the device; None: as stored
+        self.resize = resize
         self.fixed_variants: torch.Tensor | None = None
         self.set_fixed_variants(fixed_variants)
 
@@ -139,6 +143,9 @@ class DeviceLoader:
         if variants is None:
             self.fixed_variants = None
             return
+        if self.resize is not None:
+            raise ConfigError("fixed views (a multi-view teacher cache) are crops of the stored "
+                              "images; they cannot be combined with resizing each batch")
         v = torch.as_tensor(variants).to("cpu", torch.int64)
         if v.dim() != 3 or v.shape[0] != self.num_samples or v.shape[1] < 1 or v.shape[2] != 3:
             raise ValueError(f"fixed_variants must be N x K x 3 with N = {self.num_samples}, "
@@ -192,11 +199,17 @@ class DeviceLoader:
             for start in range(0, min(stop, n), b):
                 end = min(start + b, n)
                 u8 = self.images[start:end].contiguous(memory_format=memory_format)
-                yield Batch(x=normalize_u8(u8, self._mean_t, self._std_t, self.dtype),
+                x = (normalize_u8(u8, self._mean_t, self._std_t, self.dtype) if self.resize is None
+                     else centre_resized(u8, self.resize, self._mean_t, self._std_t, self.dtype
+                                         ).contiguous(memory_format=memory_format))
+                yield Batch(x=x,
                             y=self.labels[start:end],
                             index=torch.arange(start, end, device=self.device, dtype=torch.int64))
             return
         d = self.draws()
+        if self.resize is not None:
+            yield from self._resized_batches(d, stop, memory_format)
+            return
         perm, dy, dx, fl = (t.to(self.device) for t in d)
         for start in range(0, min(stop, n), b):
             end = min(start + b, n)
@@ -206,6 +219,23 @@ class DeviceLoader:
                         channels_last=self.channels_last, check=False)
             yield Batch(x=x, y=self.labels[idx], index=idx,
                         dy=dy[start:end], dx=dx[start:end], flip=fl[start:end])
+
+    def _resized_batches(self, d: EpochDraws, stop: int, memory_format) -> Iterator[Batch]:
+        """Training batches of the 224-px path: the epoch's permutation and flips, a random
+        resized crop per sample (its own generator, seeded by ``(seed, epoch)``). No crop
+        corner: ``dy``/``dx`` are None, so no teacher cache is read."""
+        n, b, spec = self.num_samples, self.batch_size, self.resize
+        g = torch.Generator().manual_seed(crop_seed(self.seed, self.epoch))
+        boxes = random_resized_boxes(n, self.images.shape[2], self.images.shape[3], g,
+                                     scale=spec.scale, ratio=spec.ratio).to(self.device)
+        perm, fl = d.perm.to(self.device), d.flip.to(self.device)
+        for start in range(0, min(stop, n), b):
+            end = min(start + b, n)
+            idx = perm[start:end]
+            x = resized_crops(self.images[idx], boxes[start:end], fl[start:end], spec.size,
+                              self._mean_t, self._std_t, self.dtype)
+            yield Batch(x=x.contiguous(memory_format=memory_format), y=self.labels[idx],
+                        index=idx, flip=fl[start:end])
 
     def __repr__(self) -> str:
         return (f"DeviceLoader(n={self.num_samples}, batch_size={self.batch_size}, train={self.train}, "

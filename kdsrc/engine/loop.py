@@ -27,7 +27,8 @@ from ..errors import ConfigError
 from ..models import build_model, feature_dims, load_teacher
 from .capture import StaticStep, run_capture_blocker
 from .epochs import ResumeFile, RunProgress, resume_from, run_epochs
-from .recipe import build_mixup, build_optimizer, mixes, recipe_capture_blocker
+from .recipe import (build_mixup, build_optimizer, mixes, normalization, recipe_capture_blocker,
+                     resize_spec)
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .meter import EpochMeter, EpochTotals
 from .metrics import evaluate
@@ -110,7 +111,7 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
     cache restricts ``train_loader`` to its fixed views. ``compile_networks``: None = as
     ``compile`` resolves (:func:`kdsrc.config.uses_compile`)."""
     solver = cfg["solver"]
-    size = int(data.train_x.shape[-1])
+    size = solver["image_size"] or int(data.train_x.shape[-1])
     student = build_model(cfg["student"], num_classes=data.num_classes)
     teacher = None
     if cfg["teacher"] is not None:
@@ -122,6 +123,8 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
     teacher_cache, cache_note = None, "not asked for"
     if use_cache and solver["val_fraction"] > 0:
         cache_note = "a validation split: the cache indexes the whole training set"
+    elif use_cache and solver["image_size"] is not None:
+        cache_note = "each batch is resized: a random resized crop is not a cached variant"
     elif use_cache:
         teacher_cache, cache_note = open_run_cache(
             cfg, method=method["name"],
@@ -134,7 +137,8 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
         train_loader.set_fixed_variants(teacher_cache.variants)
     ctx = DistillContext(num_classes=data.num_classes, num_train=int(data.train_y.numel()),
                          epochs=solver["epochs"], device=device, train_labels=train_loader.labels,
-                         train_images=train_loader.images, mean=data.mean, std=data.std,
+                         train_images=train_loader.images, mean=train_loader.mean,
+                         std=train_loader.std,
                          pad=data.pad, flip=data.flip, image_size=size,
                          student_dims=feature_dims(student, size),
                          teacher_dims=feature_dims(teacher, size) if teacher is not None else {},
@@ -391,19 +395,21 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     data = _run_data(cfg, arrays, data_root, download)
     solver = cfg["solver"]
     channels_last = uses_channels_last(cfg)
+    mean, std = normalization(solver, data)
+    looks = {"channels_last": channels_last, "mean": mean, "std": std,
+             "resize": resize_spec(solver, cfg["student"])}
     val_loader = None
     if solver["val_fraction"] > 0:
         data, val = data.holdout(solver["val_fraction"], cfg["seed"])
         val_loader = DeviceLoader.from_arrays(val, "test", batch_size=solver["eval_batch_size"],
-                                              device=dev, channels_last=channels_last)
+                                              device=dev, **looks)
     # timm's Mixup pairs a batch with its reverse and needs an even size: like timm's training
     # loader, a mixing run drops the last partial batch
     train_loader = DeviceLoader.from_arrays(data, "train", batch_size=solver["batch_size"],
                                             device=dev, seed=cfg["seed"],
-                                            channels_last=channels_last,
-                                            drop_last=mixes(solver))
+                                            drop_last=mixes(solver), **looks)
     test_loader = DeviceLoader.from_arrays(data, "test", batch_size=solver["eval_batch_size"],
-                                           device=dev, channels_last=channels_last)
+                                           device=dev, **looks)
 
     # compile: auto never compiles a step that is captured or run as the capturable one
     parts = build_run(cfg, data, dev, train_loader, compile_networks=(

@@ -69,6 +69,27 @@ def build_mixup(solver: dict[str, Any], num_classes: int):
                  num_classes=num_classes)
 
 
+def resize_spec(solver: dict[str, Any], student: str):
+    """The 224-px path's :class:`~kdsrc.data.resize.ResizeSpec` of a run, or None (the stored
+    images as they are). The evaluation crop fraction defaults to the student's."""
+    if solver["image_size"] is None:
+        return None
+    from ..data.resize import ResizeSpec
+    from ..models.timm_zoo import crop_pct
+
+    pct = solver["crop_pct"] if solver["crop_pct"] is not None else crop_pct(student)
+    return ResizeSpec(size=solver["image_size"], crop_pct=pct)
+
+
+def normalization(solver: dict[str, Any], data) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of the run: the dataset's, or the recipe's constants."""
+    from ..config import NORMALIZATIONS
+
+    if solver["normalize"] == "dataset":
+        return tuple(data.mean), tuple(data.std)
+    return NORMALIZATIONS[solver["normalize"]]
+
+
 def recipe_capture_blocker(solver: dict[str, Any]) -> str | None:
     """Why the CUDA-graphed step cannot run this recipe, or None (its SGD step, no clipping
     and no mixing are what it captures today)."""
@@ -78,4 +99,6 @@ def recipe_capture_blocker(solver: dict[str, Any]) -> str | None:
         return "gradient clipping"
     if mixes(solver):
         return "mixup/cutmix (drawn on the host per batch)"
+    if solver["image_size"] is not None:
+        return "resizing each batch (the captured step crops the stored images)"
     return None
