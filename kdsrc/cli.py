@@ -21,8 +21,8 @@ examples:
 The run config is a YAML mapping: dataset, student, method (name + settings), teacher
 (none, or {name, checkpoint}), solver (epochs, batch_size, lr, ...; the transformer recipes:
 optimizer sgd|adamw, weight_decay_on, lr_schedule step|cosine|cosine_after_warmup, min_lr,
-warmup_lr, label_smoothing, clip_grad_norm, mixup_alpha, cutmix_alpha, val_fraction,
-early_stop_patience), seed, mode, precision, cuda_graph (auto: the whole step as a CUDA graph
+warmup_lr, label_smoothing, clip_grad_norm, mixup_alpha, cutmix_alpha, image_size, normalize,
+randaugment, autoaugment, color_jitter, random_erasing, val_fraction, early_stop_patience), seed, mode, precision, cuda_graph (auto: the whole step as a CUDA graph
 in fast mode on CUDA; on; off).
 Every key not given takes the reference recipe's value (see README, "Run configs").
 Outputs: DIR/last.pt (rolling resume checkpoint), DIR/final.pt ({"model": state_dict}),

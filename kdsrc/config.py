@@ -101,6 +101,16 @@ SOLVER: tuple[Setting, ...] = (
     choice("normalize", "dataset", ("dataset", *NORMALIZATIONS), "normalisation constants: the "
            "dataset's, or a recipe's (imagenet, inception = 0.5, cifar100_rsd = RSD's)",
            identity_at_default=False),
+    choice("randaugment", "off", ("off", "rand-m9-mstd0.5-inc1"), "timm's RandAugment config "
+           "(RSD's ViT recipe: rand-m9-mstd0.5-inc1), per image on the device",
+           identity_at_default=False),
+    choice("autoaugment", "off", ("off", "cifar10"), "torchvision's AutoAugment with the "
+           "CIFAR-10 policy, per image", identity_at_default=False),
+    Setting("color_jitter", 0.0, "torchvision ColorJitter strength (brightness, contrast, "
+            "saturation); not applied with RandAugment, as in timm 0.6.5", low=0.0, high=1.0,
+            identity_at_default=False),
+    Setting("random_erasing", 0.0, "probability of timm's RandomErasing (pixel mode) per image",
+            low=0.0, high=1.0, identity_at_default=False),
     Setting("val_fraction", 0.0, "fraction of the training set held out for validation (a "
             "fixed split drawn from the seed); 0: none", low=0.0, high=0.5,
             identity_at_default=False),

@@ -27,7 +27,7 @@ from typing import Iterator, NamedTuple
 import torch
 
 from kdsrc.data.arrays import SPLITS, DatasetArrays
-from kdsrc.data.augment import augment, normalize_u8
+from kdsrc.data.augment import augment, crop_flip_u8, normalize_u8
 from kdsrc.data.resize import (ResizeSpec, centre_resized, crop_seed, random_resized_boxes,
                                resized_crops)
 from kdsrc.errors import ConfigError, unknown_name
@@ -100,7 +100,8 @@ class DeviceLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, mean, std,
                  train: bool, pad: int = 4, flip: bool = True, device="cpu", seed: int = 0,
                  drop_last: bool = False, channels_last: bool = False, dtype=torch.float32,
-                 fixed_variants: torch.Tensor | None = None, resize: ResizeSpec | None = None):
+                 fixed_variants: torch.Tensor | None = None, resize: ResizeSpec | None = None,
+                 pixel_augment=None):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor N x C x H x W")
         labels = torch.as_tensor(labels)
@@ -123,6 +124,8 @@ class DeviceLoader:
         # device copies, so that a batch does not copy the constants host -> device
         self._mean_t = torch.tensor(self.mean, dtype=torch.float32, device=self.device)
         self._std_t = torch.tensor(self.std, dtype=torch.float32, device=self.device)
+        self._zero = torch.zeros(c, dtype=torch.float32, device=self.device)
+        self._unit = torch.ones(c, dtype=torch.float32, device=self.device)
         self.batch_size = batch_size
         self.train = bool(train)
         self.pad = pad
@@ -134,6 +137,8 @@ class DeviceLoader:
         self.epoch = 0
         #: the 224-px path (kdsrc.data.resize): each batch resized on the device; None: as stored
         self.resize = resize
+        #: the recipes' augmentations (kdsrc.data.recipe_aug.PixelAugment), training only
+        self.pixel_augment = pixel_augment if train else None
         self.fixed_variants: torch.Tensor | None = None
         self.set_fixed_variants(fixed_variants)
 
@@ -211,12 +216,20 @@ class DeviceLoader:
             yield from self._resized_batches(d, stop, memory_format)
             return
         perm, dy, dx, fl = (t.to(self.device) for t in d)
+        aug = self.pixel_augment
         for start in range(0, min(stop, n), b):
             end = min(start + b, n)
             idx = perm[start:end]
-            x = augment(self.images[idx], dy[start:end], dx[start:end], fl[start:end],
-                        pad=self.pad, mean=self._mean_t, std=self._std_t, dtype=self.dtype,
-                        channels_last=self.channels_last, check=False)
+            if aug is None:
+                x = augment(self.images[idx], dy[start:end], dx[start:end], fl[start:end],
+                            pad=self.pad, mean=self._mean_t, std=self._std_t, dtype=self.dtype,
+                            channels_last=self.channels_last, check=False)
+            else:
+                u8 = crop_flip_u8(self.images[idx], dy[start:end], dx[start:end], fl[start:end],
+                                  pad=self.pad, check=False)
+                u8 = aug.pixels(u8) if aug.on_pixels else u8
+                x = aug.erase(normalize_u8(u8.contiguous(memory_format=memory_format),
+                                           self._mean_t, self._std_t, self.dtype))
             yield Batch(x=x, y=self.labels[idx], index=idx,
                         dy=dy[start:end], dx=dx[start:end], flip=fl[start:end])
 
@@ -232,8 +245,16 @@ class DeviceLoader:
         for start in range(0, min(stop, n), b):
             end = min(start + b, n)
             idx = perm[start:end]
-            x = resized_crops(self.images[idx], boxes[start:end], fl[start:end], spec.size,
-                              self._mean_t, self._std_t, self.dtype)
+            aug = self.pixel_augment
+            if aug is None:
+                x = resized_crops(self.images[idx], boxes[start:end], fl[start:end], spec.size,
+                                  self._mean_t, self._std_t, self.dtype)
+            else:   # augment the resized uint8 image, as timm's PIL pipeline does
+                raw = resized_crops(self.images[idx], boxes[start:end], fl[start:end], spec.size,
+                                    self._zero, self._unit)
+                u8 = (raw * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+                u8 = aug.pixels(u8) if aug.on_pixels else u8
+                x = aug.erase(normalize_u8(u8, self._mean_t, self._std_t, self.dtype))
             yield Batch(x=x.contiguous(memory_format=memory_format), y=self.labels[idx],
                         index=idx, flip=fl[start:end])
 

@@ -221,8 +221,10 @@ def _affine_coefficients(ops: torch.Tensor, values: torch.Tensor, h: int, w: int
     return coef
 
 
-def _affine_nearest(img: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """Pillow's nearest-neighbour ``Image.transform(size, AFFINE, coef)`` with black fill, batched.
+def _affine_nearest(img: torch.Tensor, coef: torch.Tensor,
+                    fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Pillow's nearest-neighbour ``Image.transform(size, AFFINE, coef)`` with black fill (or
+    ``fill``, one value per channel), batched.
 
     Samples whose matrix has no shear/rotation part (``b == d == 0``) follow
     ``ImagingScaleAffine`` (double precision, ``COORD`` = floor, -1 below 0); the others
@@ -259,14 +261,18 @@ def _affine_nearest(img: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     valid = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)                        # B x H x W
     src = (sy.clamp(0, h - 1) * w + sx.clamp(0, w - 1)).view(bsz, 1, h * w).expand(bsz, c, h * w)
     out = img.reshape(bsz, c, h * w).gather(2, src).view(bsz, c, h, w)
-    return out * valid[:, None].to(out.dtype)
+    if fill is None:
+        return out * valid[:, None].to(out.dtype)
+    return torch.where(valid[:, None], out, fill.to(out).view(1, c, 1, 1))
 
 
-def randaugment_slot(img: torch.Tensor, ops: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def randaugment_slot(img: torch.Tensor, ops: torch.Tensor, values: torch.Tensor,
+                     fill: torch.Tensor | None = None) -> torch.Tensor:
     """Apply one RandAugment slot: sample i gets operation ``ops[i]`` with magnitude ``values[i]``.
 
     ``img`` is float32 B x C x H x W with integer values in [0, 255]; ``ops`` int64 B, ``values``
-    float64 B, both on ``img``'s device. Returns the same kind of tensor.
+    float64 B, both on ``img``'s device. Returns the same kind of tensor. ``fill``: the colour
+    the geometric ops leave where no source pixel maps (None: black, MLKD's).
     """
     bsz, c, h, w = img.shape
     op = ops.view(-1, 1, 1, 1)
@@ -275,7 +281,7 @@ def randaugment_slot(img: torch.Tensor, ops: torch.Tensor, values: torch.Tensor)
         return torch.where(op == OP_INDEX[name], cand, cur)
 
     # geometric ops (and identity for every other sample) in one gather
-    out = _affine_nearest(img, _affine_coefficients(ops, values, h, w))
+    out = _affine_nearest(img, _affine_coefficients(ops, values, h, w), fill)
     # per-channel lookup-table ops
     i256 = torch.arange(256, device=img.device, dtype=torch.float64)
     lut = i256.expand(bsz, c, 256)

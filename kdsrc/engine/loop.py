@@ -22,6 +22,7 @@ from ..cache import open_run_cache
 from ..config import (config_hash, resolve_run_config, uses_channels_last, uses_compile,
                       wants_cuda_graph)
 from ..data import DatasetArrays, DeviceLoader, load_dataset
+from ..data.recipe_aug import PixelAugment
 from ..distillers import DistillContext, StepState, build_distiller, get_method
 from ..errors import ConfigError
 from ..models import build_model, feature_dims, load_teacher
@@ -398,6 +399,7 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     mean, std = normalization(solver, data)
     looks = {"channels_last": channels_last, "mean": mean, "std": std,
              "resize": resize_spec(solver, cfg["student"])}
+    pixel_augment = PixelAugment.from_solver(solver, mean)
     val_loader = None
     if solver["val_fraction"] > 0:
         data, val = data.holdout(solver["val_fraction"], cfg["seed"])
@@ -407,7 +409,8 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     # loader, a mixing run drops the last partial batch
     train_loader = DeviceLoader.from_arrays(data, "train", batch_size=solver["batch_size"],
                                             device=dev, seed=cfg["seed"],
-                                            drop_last=mixes(solver), **looks)
+                                            drop_last=mixes(solver),
+                                            pixel_augment=pixel_augment, **looks)
     test_loader = DeviceLoader.from_arrays(data, "test", batch_size=solver["eval_batch_size"],
                                            device=dev, **looks)
 

@@ -101,4 +101,7 @@ def recipe_capture_blocker(solver: dict[str, Any]) -> str | None:
         return "mixup/cutmix (drawn on the host per batch)"
     if solver["image_size"] is not None:
         return "resizing each batch (the captured step crops the stored images)"
+    if (solver["randaugment"] != "off" or solver["autoaugment"] != "off"
+            or solver["color_jitter"] or solver["random_erasing"]):
+        return "image augmentations beyond crop and flip (drawn per image)"
     return None
