@@ -201,6 +201,21 @@ def _resolve_teacher(raw: Any) -> dict[str, Any] | None:
     return {"name": name, "checkpoint": ckpt, "cache": cache}
 
 
+def _check_input_sizes(solver: dict[str, Any], student: str, teacher: dict | None) -> None:
+    """A model built for one image size (a ViT's patch grid, Swin's windows, a Mixer's token
+    mixing) must be given that size: say so before any work, not at the first forward. Every
+    dataset here stores 32-px images; ``solver.image_size`` resizes them."""
+    from .models.timm_zoo import FIXED_SIZE, input_size
+
+    size = solver["image_size"] or 32
+    for role, model in (("student", student), ("teacher", teacher and teacher["name"])):
+        if model in FIXED_SIZE and input_size(model) != size:
+            fix = (f"set solver.image_size: {input_size(model)}" if role == "student" else
+                   "a teacher sees the student's images; give both the same input size")
+            raise ConfigError(f"{role}: {model} takes {input_size(model)}-px images, this run "
+                              f"gives it {size} px ({fix})")
+
+
 def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate ``raw`` and return the complete run config (defaults filled in).
 
@@ -240,13 +255,15 @@ def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:
     teacher = _resolve_teacher(raw.get("teacher", "none"))
     if METHODS[name].needs_teacher and teacher is None:
         raise ConfigError(f"teacher: method {name!r} needs a teacher, but none is given")
+    solver = _resolve_solver(raw.get("solver"), student)
+    _check_input_sizes(solver, student, teacher)
 
     return {
         "dataset": dataset,
         "teacher": teacher,
         "student": student,
         "method": {"name": name, **settings},
-        "solver": _resolve_solver(raw.get("solver"), student),
+        "solver": solver,
         "seed": SEED.check(raw.get("seed", SEED.default)),
         **{c.name: c.check(raw.get(c.name, c.default)) for c in RUN_CHOICES},
     }

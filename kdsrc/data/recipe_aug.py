@@ -17,6 +17,9 @@ Normalize, random erasing; mixup comes in the training step).
 * **Colour jitter** (brightness, contrast, saturation ``v``; hue 0), torchvision's
   ``ColorJitter`` per image. As in timm 0.6.5, it is not applied when RandAugment is on.
 * **Random erasing**, timm's ``RandomErasing(mode="pixel")`` on the normalised batch.
+
+kornia's batched RandAugment is not used: its op set, magnitude scale and per-op probability are
+not timm's (no ``mstd`` noise, no "increasing" variants), so it would not reproduce RSD's recipe.
 """
 
 from __future__ import annotations

@@ -53,6 +53,11 @@ def input_size(name: str) -> int:
     return TIMM_MODELS[name][1] if name in TIMM_MODELS else 32
 
 
+#: models whose input size is fixed by their architecture (patch grid, windows, token mixing)
+FIXED_SIZE = frozenset({"timm-vit_small_patch16_224", "timm-deit_tiny_patch16_224",
+                        "timm-swin_tiny_patch4_window7_224", "timm-mixer_b16_224", "vit6_p4_32"})
+
+
 def crop_pct(name: str) -> float:
     """The evaluation centre-crop fraction of a model (1: no crop, the CIFAR zoo)."""
     return TIMM_MODELS[name][2] if name in TIMM_MODELS else 1.0

@@ -73,6 +73,19 @@ def test_bad_recipe_combinations_are_refused_before_work():
         _solver(optimizer="lamb")
 
 
+def test_a_fixed_size_model_needs_its_image_size():
+    with pytest.raises(ConfigError, match="student: timm-deit_tiny_patch16_224 takes 224-px "
+                                          "images, this run gives it 32 px .set solver.image_size"):
+        resolve_run_config({**BASE, "student": "timm-deit_tiny_patch16_224"})
+    resolve_run_config({**BASE, "student": "timm-deit_tiny_patch16_224",
+                        "solver": {"image_size": 224}})
+    with pytest.raises(ConfigError, match="teacher: vit6_p4_32 takes 32-px images"):
+        resolve_run_config({**BASE, "student": "timm-resnet18", "method": "kd",
+                            "teacher": {"name": "vit6_p4_32", "checkpoint": "t.pt"},
+                            "solver": {"image_size": 64}})
+    resolve_run_config({**BASE, "student": "timm-convnext_tiny"})     # a CNN takes any size
+
+
 def _vit_distiller(method="vanilla", **solver):
     s = _solver(**solver)
     student = build_model("vit6_p4_32", num_classes=10)

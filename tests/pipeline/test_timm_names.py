@@ -15,7 +15,7 @@ PLAN = {
     "solver": {"epochs": 1},
     "teachers": {"timm-resnet18": {"source": "pretrain", "solver": {"epochs": 1}}},
     "pairs": {"cross": [["timm-resnet18", "vit6_p4_32"],
-                        ["timm-resnet18", "timm-deit_tiny_patch16_224"]]},
+                        ["timm-resnet18", "timm-convnext_tiny"]]},
     "methods": {"vanilla": {"method": "vanilla"},
                 "kd": {"method": {"name": "kd"},
                        "overrides": {"timm-resnet18->vit6_p4_32": {"solver": {"lr": 0.01}}}}},
