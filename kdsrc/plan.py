@@ -89,6 +89,10 @@ def validate_schema(plan: Any, schema_path: str | Path = SCHEMA_PATH, *, name: s
     """Validate against the JSON schema; the error names the key and what is allowed."""
     import jsonschema
 
+    if isinstance(plan, dict) and "teacher_cache" in plan:
+        raise ConfigError(f"{name}: teacher_cache: this plan key is now cache_teachers (it builds "
+                          f"each teacher's exact cache; the run key teacher_cache says whether "
+                          f"a run may read one)")
     schema = declared_schema(yaml.safe_load(Path(schema_path).read_text()))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(plan), key=lambda e: (len(e.path), list(e.path)))
@@ -201,8 +205,9 @@ class Plan:
         return bool(self.data.get("download", False))
 
     @property
-    def use_teacher_cache(self) -> bool:
-        return bool(self.data.get("teacher_cache", False))
+    def caches_teachers(self) -> bool:
+        """The plan key ``cache_teachers``: build each teacher's exact cache, point runs at it."""
+        return bool(self.data.get("cache_teachers", False))
 
     def teachers_with(self, source: str) -> list[str]:
         return sorted(t for t, spec in self.teachers.items() if spec["source"] == source)
@@ -270,11 +275,11 @@ class Plan:
             "solver": solver,
             "seed": seed,
             **self._switches,
-            "teacher_cache": "auto" if self.use_teacher_cache else "off",
+            "teacher_cache": "auto" if self.caches_teachers else "off",
             "teacher": (NO_TEACHER if teacher == NO_TEACHER else
                         {"name": teacher, "checkpoint": teacher_model_path(self.dataset, teacher),
                          "cache": (teacher_cache_path(self.dataset, teacher)
-                                   if self.use_teacher_cache else None)}),
+                                   if self.caches_teachers else None)}),
         }
         try:
             return canonical(resolve_run_config(raw))

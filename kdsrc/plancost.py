@@ -86,7 +86,7 @@ def job_counts(plan: Plan) -> Counter:
         counts["fetch_teachers" if plan.teachers[t]["source"] == "download"
                else "pretrain_teacher"] += 1
         counts["evaluate_teacher"] += 1
-        if plan.use_teacher_cache:
+        if plan.caches_teachers:
             counts["teacher_cache"] += 1
     counts["pretrain_views"] = len({(r.teacher, r.method, r.seed) for r in plan.runs
                                     if r.needs_pretrained_views})
@@ -155,7 +155,7 @@ def estimate(plan: Plan, measured: dict[str, Any] | None = None, *,
             seconds["pretrain_teacher"] += epochs * (n_train * 3 + n_test) * \
                 forward_macs(t) / work_per_s
         seconds["evaluate_teacher"] += n_test * forward_macs(t) / work_per_s
-        if plan.use_teacher_cache:
+        if plan.caches_teachers:
             seconds["teacher_cache"] += 162 * n_train * forward_macs(t) / work_per_s
     return {"plan": plan.name, "jobs": dict(job_counts(plan)),
             "device_hours": {k: v / 3600 for k, v in seconds.items()},

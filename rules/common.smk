@@ -67,7 +67,7 @@ def teacher_targets():
     for t in PLAN.teachers_used():
         out.append(teacher_model_path(DATASET, t))
         out.append(teacher_eval_path(DATASET, t))
-        if PLAN.use_teacher_cache:
+        if PLAN.caches_teachers:
             out.append(teacher_cache_path(DATASET, t))
     return out
 

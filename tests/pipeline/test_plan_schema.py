@@ -39,6 +39,7 @@ def test_tiny_plan_is_valid():
 
 @pytest.mark.parametrize("changes, needle", [
     ({"colour": "red"}, "Additional properties are not allowed ('colour' was unexpected); allowed keys"),
+    ({"teacher_cache": True}, "teacher_cache: this plan key is now cache_teachers"),
     ({"dataset": "mnist"}, "dataset: 'mnist' is not allowed; allowed values: cifar100, cifar10, digits"),
     ({"seeds": ...}, "'seeds' is a required property"),
     ({"seeds": [0, 0]}, "seeds: [0, 0] has non-unique elements"),
