@@ -21,7 +21,7 @@ from .errors import ConfigError
 #: which Snakemake rules each DVC stage (= Snakemake target) runs; checked against the DAG
 STAGE_RULES = {
     "teachers": ["fetch_teachers", "pretrain_teacher", "evaluate_teacher", "teacher_cache"],
-    "runs": ["pretrain_views", "distill"],
+    "runs": ["pretrain_views", "distill", "distill_group"],
     "tables": ["collect", "render_table", "plot", "summary"],
 }
 #: outputs: (folder, cached by DVC) — weights and caches in the DVC cache, small files in git;
@@ -46,6 +46,9 @@ STAGE_EXTRA_DEPS = {"teachers": ["config/teacher_hashes.yaml", paths.PUBLISHED],
 METRICS = paths.METRICS_JSON
 
 _RULE = re.compile(r"^rule (\w+):", re.M)
+#: a rule defined in a loop (one per group: ``rule:`` + ``name: f"distill_group_{_n}"``) counts
+#: under its name's fixed part
+_NAMED_RULE = re.compile(r'^    rule:\s*\n\s+name:\s*\n?\s*f"(\w+?)_\{', re.M)
 _SCRIPT = re.compile(r'script:\s*\n?\s*"([^"]+)"')
 _RUN = re.compile(r"^    run:\s*$", re.M)
 
@@ -56,7 +59,9 @@ def rule_scripts(rules_dir: str | Path = "rules") -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for smk in sorted(Path(rules_dir).glob("*.smk")):
         text = smk.read_text()
-        starts = [(m.start(), m.group(1)) for m in _RULE.finditer(text)] + [(len(text), "")]
+        starts = sorted([(m.start(), m.group(1)) for m in _RULE.finditer(text)]
+                        + [(m.start(), m.group(1)) for m in _NAMED_RULE.finditer(text)])
+        starts += [(len(text), "")]
         for (start, name), (end, _) in zip(starts, starts[1:]):
             m = _SCRIPT.search(text[start:end])
             if m:

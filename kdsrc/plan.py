@@ -311,6 +311,20 @@ class Plan:
         cfg["method"][_stage_one_setting(cfg)] = None
         return cfg
 
+    def run_groups(self, size: int) -> list[list[Run]]:
+        """The runs trained together when ``runs_per_gpu`` is ``size`` (a run-time choice, in no
+        hash): the runs of each teacher (its dataset; teacher ``none`` too) in plan order, in
+        chunks of ``size``. Only groups of two or more: a run left alone is a ``distill`` job."""
+        if size < 2:
+            return []
+        by_teacher: dict[tuple[str, str], list[Run]] = {}
+        for run in self.runs:
+            by_teacher.setdefault((run.dataset, run.teacher), []).append(run)
+        groups = []
+        for runs in by_teacher.values():
+            groups += [runs[i:i + size] for i in range(0, len(runs), size)]
+        return [g for g in groups if len(g) > 1]
+
     def run(self, teacher: str, student: str, method: str, seed: int | str) -> Run:
         key = f"{self.dataset}/{teacher}/{student}/{method}/seed{seed}"
         if key not in self._by_key:

@@ -40,6 +40,7 @@ if legacy_caches(paths.RESULTS):
 
 DATASET = PLAN.dataset
 JOBS_PER_GPU = config["jobs_per_gpu"]
+RUNS_PER_GPU = config["runs_per_gpu"]
 
 
 def _alternatives(names):
@@ -96,8 +97,8 @@ def teacher_pretrain_config(wildcards):
     return json.dumps(PLAN.teacher_config(wildcards.teacher), sort_keys=True)
 
 
-def distill_inputs(wildcards):
-    run = _run(wildcards)
+def run_inputs(run):
+    """What a run reads: its teacher (and cache), its stage-1 views."""
     inputs = {}
     if run.teacher != NO_TEACHER:
         inputs["teacher"] = teacher_model_path(run.dataset, run.teacher)
@@ -106,6 +107,30 @@ def distill_inputs(wildcards):
     if run.needs_pretrained_views:
         inputs["views"] = views_path(run)
     return inputs
+
+
+def distill_inputs(wildcards):
+    return run_inputs(_run(wildcards))
+
+
+def group_inputs(group):
+    """Every input of a group's members (they share the teacher), each once."""
+    return sorted({path for run in group for path in run_inputs(run).values()})
+
+
+def group_outputs(group):
+    """Exactly the members' distill outputs (and no wildcards: Snakemake then prefers the group
+    rule over distill for these files)."""
+    return [p for run in group
+            for p in (paths.fill(paths.RUN_FINAL, **run.wildcards), eval_json_path(run),
+                      eval_csv_path(run))]
+
+
+def group_members(group):
+    """The members as the group script reads them (a param: a changed member reruns the group)."""
+    return json.dumps([{"config": run.config, "ckpt_dir": run_dir(run),
+                        "eval": eval_json_path(run), "log_csv": eval_csv_path(run),
+                        "method": run.method} for run in group], sort_keys=True)
 
 
 def distill_config(wildcards):

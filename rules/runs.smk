@@ -1,5 +1,6 @@
 # Distillation runs: one job per (dataset, teacher, student, method, seed), each on its own GPU
-# slot (kdsrc.gpu); `--resources gpu=N` bounds how many run at once.
+# slot (kdsrc.gpu); `--resources gpu=N` bounds how many run at once. With runs_per_gpu > 1, the
+# runs of a teacher train in groups (distill_group_<n>, below).
 
 
 rule pretrain_views:
@@ -43,6 +44,33 @@ rule distill:
         "logs/benchmarks/distill/{dataset}/{teacher}/{student}/{method}/seed{seed}.tsv"
     script:
         "../workflow_scripts/distill.py"
+
+
+# --config runs_per_gpu=K (K > 1): the runs of a teacher in groups of K, each group one GPU
+# process whose steps interleave on separate CUDA streams (kdsrc.engine.group). One rule per group,
+# named distill_group_<n>; its outputs are exactly its members' distill outputs, spelled out
+# without wildcards, so Snakemake builds those files with it rather than with `distill`.
+for _n, _group in enumerate(PLAN.run_groups(RUNS_PER_GPU)):
+
+    rule:
+        name:
+            f"distill_group_{_n}"
+        input:
+            group_inputs(_group),
+        output:
+            group_outputs(_group),
+        params:
+            members=group_members(_group),
+            data_root=PLAN.data_root,
+            download=PLAN.download,
+            jobs_per_gpu=JOBS_PER_GPU,
+        resources:
+            gpu=1,
+        threads: 1
+        log:
+            f"logs/distill_group/{_n}.log",
+        script:
+            "../workflow_scripts/distill_group.py"
 
 
 rule runs:

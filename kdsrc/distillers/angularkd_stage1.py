@@ -32,7 +32,7 @@ to the same result.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -190,9 +190,10 @@ class ViewsWork:
                                                                      progress)
         self.meter = ViewMeter(recipe.num_views)
 
-    def train_epoch(self, epoch: int, lr: float) -> EpochTotals:
-        """One epoch; nothing is read back to the host inside it: the loss sums and the
-        finiteness check add up on the device (EpochMeter) and are read once, at its end."""
+    def train_epoch(self, epoch: int, lr: float) -> Iterator[None]:
+        """One epoch (yielding after each step); nothing is read back to the host inside it:
+        the loss sums and the finiteness check add up on the device (EpochMeter) and are read
+        once, at its end, and returned."""
         views, recipe, loader = self.views, self.recipe, self.loader
         steps = len(loader)
         views.train()
@@ -214,6 +215,7 @@ class ViewsWork:
             sums.add(losses, total, q, batch.y)
             self.meter.update(feat, logits_t, v.detach(), z.detach(), q, batch.y)
             self.progress.step(epoch, self.epochs, i, steps, total)
+            yield
         return sums.read()
 
     def epoch_row(self, epoch: int, lr: float, totals: EpochTotals) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 (:func:`kdsrc.engine.loop.train`) and a method's own pre-stage (Angular-KD's view pretraining)
 alike.
 
-One loop (:func:`run_epochs`) sets each epoch's learning rate and data order, runs the work's
-epoch, stops on a non-finite loss before anything of that epoch is saved, logs a row, and writes
-the whole state to a resume file atomically; :class:`ResumeFile` reads it back when the same
+One loop (:func:`epoch_steps`, drained by :func:`run_epochs`) sets each epoch's learning rate and
+data order, runs the work's epoch, stops on a non-finite loss before anything of that epoch is
+saved, logs a row, and writes the whole state to a resume file atomically; :class:`ResumeFile` reads it back when the same
 work is started again, so an interrupted job continues to the result of an uninterrupted one.
 What is trained, and how an epoch and its row look, is the work's (:class:`EpochWork`); the
 engine names no method.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Generator, Protocol
 
 import torch
 
@@ -109,8 +109,9 @@ class EpochWork(Protocol):
     #: prefix of a non-finite-loss error ("" for a run, "view pretraining: " for a pre-stage)
     where: str
 
-    def train_epoch(self, epoch: int, lr: float) -> EpochTotals:
-        """One epoch of steps; its totals (read from the device once, at its end)."""
+    def train_epoch(self, epoch: int, lr: float) -> Generator[None, None, EpochTotals]:
+        """One epoch of steps, yielding after each; returns its totals (read from the device
+        once, at its end)."""
 
     def epoch_row(self, epoch: int, lr: float, totals: EpochTotals) -> dict[str, Any]:
         """The epoch's log row (evaluation included; ``epoch_s`` is added by the loop)."""
@@ -150,18 +151,33 @@ def check_finite(totals: EpochTotals, epoch: int, steps: int, where: str) -> Non
                                                             term, value))
 
 
-def run_epochs(work: EpochWork, *, epochs: int, solver: dict[str, Any], optimizer,
-               loader, resume: ResumeFile, done: RunProgress, progress: Progress,
-               epochs_key: str = "solver.epochs") -> RunProgress:
-    """Epochs ``done.next_epoch`` … ``epochs`` of ``work``; ``solver`` sets each epoch's LR
-    (:func:`~kdsrc.engine.schedule.begin_epoch`), which also fixes the loader's data order."""
+def run_epochs(work: EpochWork, **kw) -> RunProgress:
+    """:func:`epoch_steps` run to the end (one training, nothing interleaved)."""
+    return drain(epoch_steps(work, **kw))
+
+
+def drain(steps: Generator[None, None, Any]) -> Any:
+    """Run a step generator to its end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def epoch_steps(work: EpochWork, *, epochs: int, solver: dict[str, Any], optimizer,
+                loader, resume: ResumeFile, done: RunProgress, progress: Progress,
+                epochs_key: str = "solver.epochs") -> Generator[None, None, RunProgress]:
+    """Epochs ``done.next_epoch`` … ``epochs`` of ``work``, yielding after every step;
+    ``solver`` sets each epoch's LR (:func:`~kdsrc.engine.schedule.begin_epoch`), which also
+    fixes the loader's data order. Returns the progress."""
     for epoch in range(done.next_epoch, epochs + 1):
         if done.history and work.finished(done):
             progress.line(f"stopping early after epoch {done.history[-1]['epoch']}")
             break
         t_epoch = time.perf_counter()
         lr = begin_epoch(epoch, solver, optimizer, loader)
-        totals = work.train_epoch(epoch, lr)
+        totals = yield from work.train_epoch(epoch, lr)
         check_finite(totals, epoch, len(loader), work.where)
         train_s = time.perf_counter() - t_epoch
         row = work.epoch_row(epoch, lr, totals)

@@ -14,7 +14,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -27,7 +27,7 @@ from ..distillers import DistillContext, StepState, build_distiller, get_method
 from ..errors import ConfigError
 from ..models import build_model, feature_dims, load_teacher
 from .capture import StaticStep, run_capture_blocker
-from .epochs import ResumeFile, RunProgress, resume_from, run_epochs
+from .epochs import ResumeFile, RunProgress, drain, epoch_steps, resume_from
 from .recipe import (build_mixup, build_optimizer, mixes, normalization, recipe_capture_blocker,
                      resize_spec)
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -219,9 +219,10 @@ class RunWork:
         self.clip = solver["clip_grad_norm"]
         self.patience, self.stop_after = solver["early_stop_patience"], solver["early_stop_after"]
 
-    def train_epoch(self, epoch: int, lr: float) -> EpochTotals:
-        """One epoch of steps, nothing read back to the host until its end: losses, top-1 and
-        the finiteness check add up on the device (kdsrc.engine.meter)."""
+    def train_epoch(self, epoch: int, lr: float) -> Iterator[None]:
+        """One epoch of steps (yielding after each), nothing read back to the host until its
+        end: losses, top-1 and the finiteness check add up on the device (kdsrc.engine.meter);
+        returns the epoch's totals."""
         parts, loader, static = self.parts, self.loader, self.static
         parts.distiller.train()
         steps = len(loader)
@@ -231,6 +232,7 @@ class RunWork:
             for i in range(1, steps + 1):
                 total = static.step(min(batch_size, n - (i - 1) * batch_size))
                 self.progress.step(epoch, self.epochs, i, steps, total)
+                yield
             return static.meter.read()
         meter = EpochMeter(loader.device)
         epoch_t = torch.full((), float(epoch), dtype=torch.float32, device=loader.device)
@@ -244,6 +246,7 @@ class RunWork:
                                                clip_grad_norm=self.clip)
             meter.add(losses, total, logits, batch.y)
             self.progress.step(epoch, self.epochs, i, steps, total)
+            yield
         return meter.read()
 
     def epoch_row(self, epoch: int, lr: float, totals: EpochTotals) -> dict[str, Any]:
@@ -360,6 +363,51 @@ def _eval_record(cfg: dict[str, Any], chash: str, done: RunProgress, parts: RunP
     }
 
 
+@dataclass
+class RunJob:
+    """One run, built and resumed, ready to train: :meth:`steps` yields after every training
+    step (a group interleaves several jobs' steps), :meth:`finish` writes the outputs."""
+
+    cfg: dict[str, Any]
+    chash: str
+    paths: RunPaths
+    parts: RunParts
+    work: RunWork
+    resume: ResumeFile
+    done: RunProgress
+    loader: DeviceLoader
+    dev: torch.device
+    precision: str
+    step_kind: str
+    graph_note: str | None
+    method_label: str | None
+    seeds: dict[str, Any]
+    progress: Progress
+
+    def steps(self) -> Iterator[None]:
+        solver = self.cfg["solver"]
+        self.done = yield from epoch_steps(
+            self.work, epochs=solver["epochs"], solver=solver, optimizer=self.parts.optimizer,
+            loader=self.loader, resume=self.resume, done=self.done, progress=self.progress)
+
+    def finish(self) -> dict[str, Any]:
+        """The log, ``final.pt`` and the eval record (written last); returns the record."""
+        done, paths = self.done, self.paths
+        # a run resumed from a complete last.pt trains nothing; its log must still be written
+        # (Snakemake deletes a job's outputs before it starts)
+        _write_csv(done.history, paths.log_csv)
+        record = _eval_record(self.cfg, self.chash, done, self.parts, dev=self.dev,
+                              precision=self.precision, step_kind=self.step_kind,
+                              graph_note=self.graph_note, method_label=self.method_label,
+                              seeds=self.seeds)
+        atomic_torch_save({"model": self.parts.distiller.student.state_dict(),
+                           "kdsrc": {"config": self.cfg, "config_hash": self.chash,
+                                     "epoch": done.history[-1]["epoch"],
+                                     "top1_last": done.history[-1]["test_top1"]}}, paths.final)
+        atomic_write_json(record, paths.eval_json)
+        return record
+
+
 def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device = "auto",
           data_root: str | Path = "data", download: bool = False, resume: bool = True,
           progress: Progress | None = None, method_label: str | None = None,
@@ -379,6 +427,20 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     entry, e.g. ``angularkd_crd``; default: the kdsrc method name). The kdsrc method is always
     in ``kdsrc_method``.
     """
+    job = prepare_run(config, paths, device=device, data_root=data_root, download=download,
+                      resume=resume, progress=progress, method_label=method_label,
+                      arrays=arrays, step_kind=step_kind)
+    drain(job.steps())
+    return job.finish()
+
+
+def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device = "auto",
+                data_root: str | Path = "data", download: bool = False, resume: bool = True,
+                progress: Progress | None = None, method_label: str | None = None,
+                arrays: DatasetArrays | None = None, step_kind: str | None = None) -> RunJob:
+    """Everything :func:`train` does before the first step (same arguments): resolve the
+    config, seed, load the data, build the run, resume it. Draws from the global RNGs in the
+    order :func:`train` always has."""
     cfg = resolve_run_config(config)
     chash = config_hash(cfg)
     progress = progress or Progress()
@@ -434,20 +496,8 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
                                  capture=step_kind == "graph")
         progress.line(f"step: captured as a CUDA graph after {work.static.warmup} eager steps "
                       f"per batch shape" if work.static.capture else "step: static buffers, eager")
-    done = run_epochs(work, epochs=solver["epochs"], solver=solver, optimizer=optimizer,
-                      loader=train_loader, resume=last, done=done, progress=progress)
-    # a run resumed from a complete last.pt trains nothing; its log must still be written
-    # (Snakemake deletes a job's outputs before it starts)
-    _write_csv(done.history, paths.log_csv)
-    record = _eval_record(cfg, chash, done, parts, dev=dev, precision=precision,
-                          step_kind=step_kind, graph_note=graph_note, method_label=method_label,
-                          seeds=seeds)
-    atomic_torch_save({"model": distiller.student.state_dict(),
-                       "kdsrc": {"config": cfg, "config_hash": chash,
-                                 "epoch": done.history[-1]["epoch"],
-                                 "top1_last": done.history[-1]["test_top1"]}}, paths.final)
-    atomic_write_json(record, paths.eval_json)
-    return record
+    return RunJob(cfg, chash, paths, parts, work, last, done, train_loader, dev, precision,
+                  step_kind, graph_note, method_label, seeds, progress)
 
 
 def evaluate_checkpoint(model_name: str, checkpoint: str | Path, dataset: str, *,
