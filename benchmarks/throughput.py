@@ -295,6 +295,24 @@ def measure_fast(cfg: dict, data: DatasetArrays, device: torch.device, warmup: i
     return _rate(clock, cfg["solver"]["batch_size"], teacher_forward=False)
 
 
+def measure_group(cfg: dict, size: int, data: DatasetArrays, device: torch.device, warmup: int,
+                  steps: int, work: Path, window: int = 1) -> dict:
+    """Aggregate samples/s of ``size`` copies of ``cfg`` (seeds 0..size-1) trained as one group
+    (``runs_per_gpu``, kdsrc.engine.group): one clock counts every member's steps, so a
+    step's time is the time per member step and ``samples_per_s`` the whole GPU's rate."""
+    from kdsrc.engine.group import GroupMember, train_group
+
+    clock = WindowClock(warmup * size, steps * size, device, window * size)
+    members = []
+    for k in range(size):
+        out = work / f"group{size}_{cfg['method']['name']}_{k}"
+        shutil.rmtree(out, ignore_errors=True)
+        members.append(GroupMember({**cfg, "seed": k}, RunPaths.in_dir(out), progress=clock))
+    with contextlib.suppress(_Enough):
+        train_group(members, device=device, resume=False, arrays=data)
+    return _rate(clock, cfg["solver"]["batch_size"], teacher_forward=False)
+
+
 def _rate(clock: WindowClock, batch: int, *, teacher_forward: bool) -> dict:
     """Per-step time = the median window's duration / its steps."""
     iv = [t / clock.window for t in step_intervals(clock.stamps, 1)]
@@ -531,6 +549,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-graph", action="store_true",
                     help="on CUDA, do not time the CUDA-graphed fast step (timed by default: "
                          "ratio_single in the JSON)")
+    ap.add_argument("--groups", default="",
+                    help="comma-separated group sizes (runs_per_gpu), e.g. 1,2,4,8: the "
+                         "aggregate samples/s of that many runs in one process (the graphed "
+                         "fast step on CUDA), as `groups`, `runs_per_gpu` and `ratio_grouped` "
+                         "per method in the JSON")
     ap.add_argument("--profile", action="store_true",
                     help="torch.profiler over the fast steps of --methods (CUDA): GPU-busy "
                          "time, kernels and blocking reads per step")
@@ -643,6 +666,32 @@ def main(argv=None) -> int:
                 say(f"{method}: one graphed run {graph['samples_per_s']:.1f} samples/s = "
                     f"{single:.2f}x the reference loop (target >= "
                     f"{GRAPH_TARGET.get(method, '-')}x)")
+            if args.groups:
+                group_cfg = graph_cfg or fast_cfg
+                entry = result["methods"][method]
+                entry["groups"] = {}
+                for size in [int(g) for g in args.groups.split(",") if g.strip()]:
+                    say(f"{method}: a group of {size} ...")
+                    try:
+                        got = measure_group(group_cfg, size, data, device, p["warmup"],
+                                            p["steps"], work, p["window"])
+                    except Exception as e:  # noqa: BLE001 -- reported, the other sizes go on
+                        entry["groups"][str(size)] = {
+                            "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+                        say(f"{method}: group of {size} failed: {entry['groups'][str(size)]}")
+                        continue
+                    got["ratio"] = round(got["samples_per_s"] / ref["samples_per_s"], 2)
+                    entry["groups"][str(size)] = got
+                    say(f"{method}: {size} runs in one process: {got['samples_per_s']:.1f} "
+                        f"samples/s together = {got['ratio']:.2f}x the reference loop")
+                ok = {k: v for k, v in entry["groups"].items() if "ratio" in v}
+                if ok:
+                    best = max(ok, key=lambda k: ok[k]["samples_per_s"])
+                    entry.update(runs_per_gpu=int(best), ratio_grouped=ok[best]["ratio"])
+                    # plan-cost: a member step of the best group costs the group's time per
+                    # member step (the plan runs with --config runs_per_gpu=<best>)
+                    speeds[method]["fast_single"] = speeds[method]["fast"]
+                    speeds[method]["fast"] = {**_speed(ok[best]), "runs_per_gpu": int(best)}
             if method == "kd":
                 # the plan-cost anchor (kdsrc plan-cost --measured): the official loop's KD
                 # speed, written with KD's figures so that a run cut off later keeps it
