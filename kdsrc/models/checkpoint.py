@@ -7,7 +7,10 @@ scalars and dtypes for logged accuracies). Anything else in the pickle (a custom
 ``os.system``, ...) makes the whole file rejected before it can run.
 
 Accepted layouts: ``{"model": state_dict, ...}`` (RepDistiller/mdistiller teachers and our own
-checkpoints, which carry metadata next to "model") and a bare state dict. A ``module.`` prefix
+checkpoints, which carry metadata next to "model"), ``{"state_dict": state_dict, ...}`` (timm's
+``CheckpointSaver``, as OFA-KD/RSD's teachers were saved) and a bare state dict. A timm model's
+file written by an older timm is brought to the installed timm's layout by timm's own checkpoint
+filter first (:func:`kdsrc.models.timm_zoo.adapt_checkpoint`). A ``module.`` prefix
 on every key (``nn.DataParallel``) is removed. Every failure is a one-line CheckpointError.
 """
 
@@ -110,6 +113,8 @@ def _describe(exc: BaseException) -> str:
 def _find_state_dict(obj, where: str) -> Mapping:
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         state = obj["model"]
+    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        state = obj["state_dict"]
     elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = obj
     else:
@@ -120,8 +125,8 @@ def _find_state_dict(obj, where: str) -> Mapping:
         else:
             found = "keys " + ", ".join(repr(k) for k in list(obj)[:8])
         raise CheckpointError(
-            f"no state dict found in checkpoint {where}: expected a dict with a 'model' entry "
-            f"or a bare state dict, found {found}"
+            f"no state dict found in checkpoint {where}: expected a dict with a 'model' or "
+            f"'state_dict' entry or a bare state dict, found {found}"
         )
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
@@ -205,9 +210,12 @@ def load_weights(model: nn.Module, state: Mapping, *, source: str, model_name: s
 
 def load_teacher(name: str, path, num_classes: int = 100, map_location="cpu", **options) -> nn.Module:
     """Build ``name``, load ``path`` strictly, and freeze it: eval mode, no gradients."""
+    from .timm_zoo import adapt_checkpoint
+
     state = load_state_dict_file(path, map_location=map_location)
     model = build_model(name, num_classes=num_classes, **options)
-    load_weights(model, state, source=os.fspath(path), model_name=name)
+    load_weights(model, adapt_checkpoint(name, state, model), source=os.fspath(path),
+                 model_name=name)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)  # the weights were read there; keep the buffers with them
     model.eval()

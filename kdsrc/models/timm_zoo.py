@@ -93,6 +93,21 @@ def with_contract(model: nn.Module) -> nn.Module:
     return model
 
 
+def adapt_checkpoint(name: str, state, model: nn.Module):
+    """A timm model's state dict in the installed timm's layout. RSD's teachers were saved with
+    timm 0.6.5, whose Swin keeps each stage's patch merging at the stage's end, stores the
+    attention buffers and names the classifier ``head``; timm's own ``checkpoint_filter_fn``
+    moves and renames them (ViT, Mixer and ConvNeXt keys are the same in both). Other models'
+    states are returned as they are."""
+    if name not in TIMM_MODELS or not TIMM_MODELS[name][0].startswith("swin_"):
+        return state
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    if "head.fc.weight" in state or "head.weight" not in state:
+        return state            # already this timm's layout (or not a Swin file at all)
+    return checkpoint_filter_fn(state, model)
+
+
 def _timm():
     try:
         import timm
