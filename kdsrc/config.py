@@ -201,19 +201,28 @@ def _resolve_teacher(raw: Any) -> dict[str, Any] | None:
     return {"name": name, "checkpoint": ckpt, "cache": cache}
 
 
-def _check_input_sizes(solver: dict[str, Any], student: str, teacher: dict | None) -> None:
+def _check_input_sizes(solver: dict[str, Any], student: str, teacher: dict | None, *,
+                       role: str = "student") -> None:
     """A model built for one image size (a ViT's patch grid, Swin's windows, a Mixer's token
     mixing) must be given that size: say so before any work, not at the first forward. Every
     dataset here stores 32-px images; ``solver.image_size`` resizes them."""
     from .models.timm_zoo import FIXED_SIZE, input_size
 
     size = solver["image_size"] or 32
-    for role, model in (("student", student), ("teacher", teacher and teacher["name"])):
+    for who, model in ((role, student), ("teacher", teacher and teacher["name"])):
         if model in FIXED_SIZE and input_size(model) != size:
-            fix = (f"set solver.image_size: {input_size(model)}" if role == "student" else
+            fix = (f"set solver.image_size: {input_size(model)}" if who != "teacher" else
                    "a teacher sees the student's images; give both the same input size")
-            raise ConfigError(f"{role}: {model} takes {input_size(model)}-px images, this run "
+            raise ConfigError(f"{who}: {model} takes {input_size(model)}-px images, this run "
                               f"gives it {size} px ({fix})")
+
+
+def resolve_model_solver(model: str, solver: dict[str, Any] | None) -> dict[str, Any]:
+    """A solver mapping checked and resolved for ``model`` alone (no method, no teacher): what
+    a teacher's evaluation reads (its image size, crop and normalisation)."""
+    out = _resolve_solver(solver, model)
+    _check_input_sizes(out, model, None, role="model")
+    return out
 
 
 def resolve_run_config(raw: dict[str, Any]) -> dict[str, Any]:

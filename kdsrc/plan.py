@@ -102,6 +102,10 @@ def validate_schema(plan: Any, schema_path: str | Path = SCHEMA_PATH, *, name: s
         if e.validator == "additionalProperties":
             allowed = sorted(e.schema.get("properties", {}))
             detail += f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        elif e.validator in ("oneOf", "anyOf") and all(
+                "required" in sub for sub in e.validator_value):
+            detail = "needs exactly one of: " + " or ".join(
+                " + ".join(sub["required"]) for sub in e.validator_value)
         elif e.validator == "enum":
             detail = f"{e.instance!r} is not allowed; allowed values: " + \
                      ", ".join(map(str, e.validator_value))
@@ -230,9 +234,10 @@ class Plan:
             if t not in MODEL_NAMES:
                 raise ConfigError(f"{self.name}: teachers.{t}: unknown model; valid models: "
                                   f"{', '.join(MODEL_NAMES)}")
-        if self.teachers_with("download") and "teacher_archive" not in self.data:
-            raise ConfigError(f"{self.name}: teacher_archive: required when a teacher has "
-                              "source: download")
+        in_archive = [t for t in self.teachers_with("download") if "member" in self.teachers[t]]
+        if in_archive and "teacher_archive" not in self.data:
+            raise ConfigError(f"{self.name}: teacher_archive: required when a teacher is a "
+                              f"member of it ({', '.join(in_archive)})")
         for group, pairs in self.data["pairs"].items():
             for t, s in pairs:
                 if t not in self.teachers:

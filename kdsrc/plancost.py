@@ -40,24 +40,30 @@ ANCHOR_PAIR = (ANCHOR["teacher"], ANCHOR["student"])
 
 
 @lru_cache(maxsize=None)
-def forward_macs(model: str, num_classes: int = 100) -> float:
-    """Multiply-accumulates of one 32x32 forward (conv + linear), counted by torch."""
+def forward_macs(model: str, num_classes: int = 100, size: int | None = None) -> float:
+    """Multiply-accumulates of one forward (conv + linear + matmuls), counted by torch, at
+    ``size`` px (default: the model's own input size, 32 for the CIFAR zoo, 224 for the timm
+    models built for it)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from .models import build_model
+    from .models.timm_zoo import input_size
 
+    side = size or input_size(model)
     net = build_model(model, num_classes=num_classes).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(1, 3, 32, 32))
+        net(torch.zeros(1, 3, side, side))
     return counter.get_total_flops() / 2
 
 
-def sample_cost(teacher: str, student: str, method_name: str, base: str | None = None) -> float:
-    """Relative compute of one training sample (MACs x method factor)."""
-    t = forward_macs(teacher) if teacher != NO_TEACHER else 0.0
+def sample_cost(teacher: str, student: str, method_name: str, base: str | None = None,
+                size: int | None = None) -> float:
+    """Relative compute of one training sample (MACs x method factor) at ``size`` px (None:
+    each model's own input size)."""
+    t = forward_macs(teacher, size=size) if teacher != NO_TEACHER else 0.0
     factor = _cost_factor(base or method_name)
-    return (t + 3.0 * forward_macs(student)) * factor
+    return (t + 3.0 * forward_macs(student, size=size)) * factor
 
 
 def _cost_factor(method_name: str) -> float:
@@ -128,7 +134,8 @@ def estimate(plan: Plan, measured: dict[str, Any] | None = None, *,
     how: Counter = Counter()
     for run in plan.runs:
         epochs = run.config["solver"]["epochs"]
-        evals = epochs * n_test * forward_macs(run.student)
+        size = run.config["solver"].get("image_size")     # a 224-px run: MACs at 224 px
+        evals = epochs * n_test * forward_macs(run.student, size=size)
         step = measured_step_s(run, speeds or {}, mode or run.config["mode"])
         if step is not None:
             steps = epochs * -(-n_train // run.config["solver"]["batch_size"])
@@ -136,7 +143,7 @@ def estimate(plan: Plan, measured: dict[str, Any] | None = None, *,
             how[step[1]] += 1
             continue
         train = epochs * n_train * sample_cost(run.teacher, run.student, run.method,
-                                               _base_method(run.config))
+                                               _base_method(run.config), size=size)
         seconds["distill"] += (train + evals) / work_per_s
         how["MAC-scaled anchor"] += 1
     for teacher, method, seed in {(r.teacher, r.method, r.seed) for r in plan.runs

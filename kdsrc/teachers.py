@@ -37,12 +37,13 @@ def sha256_file(path: str | Path) -> str:
 
 
 def load_pins(path: str | Path) -> dict[str, dict[str, str]]:
-    """``{"archives": {file: sha256}, "members": {member: sha256}}`` from teacher_hashes.yaml."""
+    """``{"archives": {file: sha256}, "members": {member: sha256}, "files": {file: sha256}}``
+    from teacher_hashes.yaml (``files``: checkpoints published one per file)."""
     p = Path(path)
     if not p.exists():
-        return {"archives": {}, "members": {}}
+        return {"archives": {}, "members": {}, "files": {}}
     data = yaml.safe_load(p.read_text()) or {}
-    pins = {"archives": dict(data.get("archives") or {}), "members": dict(data.get("members") or {})}
+    pins = {section: dict(data.get(section) or {}) for section in ("archives", "members", "files")}
     for section, table in pins.items():
         for key, value in table.items():
             if value is not None and (not isinstance(value, str) or len(value) != 64):
@@ -89,17 +90,19 @@ def _check_sum(kind: str, name: str, actual: str, pinned: str | None, pins_file:
 
 def ensure_archive(url: str, file_name: str, cache_dir: str | Path, pins: dict, *,
                    pins_file: str = "config/teacher_hashes.yaml",
-                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
-                   ) -> tuple[Path, str, bool]:
-    """Download the archive once into ``cache_dir`` (locked against parallel jobs).
+                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                   kind: str = "archive") -> tuple[Path, str, bool]:
+    """Download the archive (``kind="file"``: a single checkpoint) once into ``cache_dir``
+    (locked against parallel jobs).
 
-    Returns (path, sha256, pinned). A cached archive is re-verified each time (a pinned sum must
+    Returns (path, sha256, pinned). A cached file is re-verified each time (a pinned sum must
     still match; cheap next to training).
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / file_name
-    pinned_sum = pins["archives"].get(file_name)
+    section = "archives" if kind == "archive" else "files"
+    pinned_sum = pins[section].get(file_name)
     with open(cache / f".{file_name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one download, other teacher jobs wait for it
         if not target.exists():
@@ -110,13 +113,13 @@ def ensure_archive(url: str, file_name: str, cache_dir: str | Path, pins: dict, 
                 nonlocal digest
                 _download(url, tmp, log)
                 digest = sha256_file(tmp)
-                _check_sum("archive", file_name, digest, pinned_sum, pins_file, log)
+                _check_sum(kind, file_name, digest, pinned_sum, pins_file, log)
 
             atomic_write(target, download, suffix=".part")
             return target, digest, pinned_sum is not None
         digest = sha256_file(target)
         try:
-            pinned = _check_sum("archive", file_name, digest, pinned_sum, pins_file,
+            pinned = _check_sum(kind, file_name, digest, pinned_sum, pins_file,
                                 lambda m: None)
         except DataError:
             target.unlink(missing_ok=True)
@@ -179,6 +182,40 @@ def fetch_teacher(*, model: str, url: str, archive_file: str, member: str, out_m
         out_model.unlink(missing_ok=True)
         raise
     log(f"{model}: {member} verified and extracted to {out_model}")
+    return source
+
+
+def fetch_teacher_file(*, model: str, url: str, file: str, out_model: str | Path,
+                       out_source: str | Path, cache_dir: str | Path, pins_file: str | Path,
+                       num_classes: int = 100,
+                       log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+    """A teacher published as one checkpoint file (OFA-KD's CIFAR-100 release): downloaded once
+    into ``cache_dir`` (sha256 pinned under ``files:`` in ``pins_file``, or accepted once,
+    loudly), checked to load strictly as ``model``, then copied to ``out_model``; writes
+    ``out_source``. Nothing is left at ``out_model``/``out_source`` on any failure."""
+    from .models import load_teacher
+
+    pins = load_pins(pins_file)
+    path, digest, pinned = ensure_archive(url, file, cache_dir, pins, pins_file=str(pins_file),
+                                          log=log, kind="file")
+    out_model, out_source = Path(out_model), Path(out_source)
+
+    def copy(tmp: Path) -> None:
+        shutil.copyfile(path, tmp)
+        try:
+            load_teacher(model, tmp, num_classes=num_classes)
+        except CheckpointError as e:
+            raise CheckpointError(f"{file} from {url} does not load as {model}: {e}") from None
+
+    atomic_write(out_model, copy, suffix=".pt")
+    source = {"kind": "download", "model": model, "url": url, "file": file,
+              "file_sha256": digest, "file_pinned": pinned}
+    try:
+        atomic_write_json(source, out_source)
+    except BaseException:
+        out_model.unlink(missing_ok=True)
+        raise
+    log(f"{model}: {file} verified and copied to {out_model}")
     return source
 
 

@@ -2,14 +2,20 @@
 
 from kdsrc.engine import atomic_write_json, evaluate_checkpoint
 from kdsrc.jobs import job
+from kdsrc.plan import load_plan
 from kdsrc.report.published import load_published
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
+# the plan's image size and normalisation (a 224-px teacher is evaluated as it was trained);
+# read here rather than passed as a param, which would re-evaluate every existing teacher
+plan_solver = load_plan(sm.config["plan"], cache_dir=".snakemake/kdsrc-plans").data.get(
+    "solver") or {}
+looks = {k: plan_solver[k] for k in ("image_size", "crop_pct", "normalize") if k in plan_solver}
 
 with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as device:
     res = evaluate_checkpoint(sm.wildcards.teacher, sm.input.model, sm.wildcards.dataset,
                               data_root=sm.params.data_root, download=sm.params.download,
-                              device=device)
+                              device=device, solver=looks)
     published = load_published(sm.input.published).teacher(sm.wildcards.teacher,
                                                             sm.wildcards.dataset)
     res.update(dataset=sm.wildcards.dataset, teacher=sm.wildcards.teacher,

@@ -19,8 +19,8 @@ from typing import Any, Iterator
 import torch
 
 from ..cache import open_run_cache
-from ..config import (config_hash, resolve_run_config, uses_channels_last, uses_compile,
-                      wants_cuda_graph)
+from ..config import (config_hash, resolve_model_solver, resolve_run_config,
+                      uses_channels_last, uses_compile, wants_cuda_graph)
 from ..data import DatasetArrays, DeviceLoader, load_dataset
 from ..data.recipe_aug import PixelAugment
 from ..distillers import DistillContext, StepState, build_distiller, get_method
@@ -502,12 +502,20 @@ def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.
 
 def evaluate_checkpoint(model_name: str, checkpoint: str | Path, dataset: str, *,
                         data_root: str | Path = "data", download: bool = False,
-                        device: str = "auto", batch_size: int = 256) -> dict[str, Any]:
-    """Top-1/top-5 of a checkpoint (published format or ours) on a dataset's test split."""
+                        device: str = "auto", batch_size: int = 256,
+                        solver: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Top-1/top-5 of a checkpoint (published format or ours) on a dataset's test split.
+
+    ``solver``: solver keys whose evaluation transform applies (``image_size``, ``crop_pct``,
+    ``normalize``: a 224-px teacher is evaluated at its size and normalisation); checked as a
+    run config's solver for this model."""
     dev = resolve_device(device)
+    resolved = resolve_model_solver(model_name, solver)
     data = load_dataset(dataset, root=data_root, download=download)
     model = load_teacher(model_name, checkpoint, num_classes=data.num_classes).to(dev)
-    loader = DeviceLoader.from_arrays(data, "test", batch_size=batch_size, device=dev)
+    mean, std = normalization(resolved, data)
+    loader = DeviceLoader.from_arrays(data, "test", batch_size=batch_size, device=dev, mean=mean,
+                                      std=std, resize=resize_spec(resolved, model_name))
     res = evaluate(model, loader)
     return {"model": model_name, "checkpoint": str(checkpoint), "dataset": dataset,
             "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],

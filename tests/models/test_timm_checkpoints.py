@@ -70,3 +70,20 @@ def test_tampered_and_truncated_files_fail_cleanly(tmp_path):
     torch.save({"state_dict": state, "evil": torch.nn.Linear(1, 1)}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="rejected"):
         load_teacher(f"timm-{arch}", tmp_path / "evil.pth")
+
+
+def test_a_224_teacher_is_evaluated_at_its_size(tmp_path):
+    """evaluate_teacher's path: the plan's image size and normalisation; without them, a
+    fixed-size model is a clear error before any work."""
+    from kdsrc.engine import evaluate_checkpoint
+    from kdsrc.errors import ConfigError
+    from kdsrc.models import build_model
+
+    path = tmp_path / "deit.pth"
+    torch.save({"state_dict": build_model("timm-deit_tiny_patch16_224", num_classes=10)
+                .state_dict()}, path)
+    res = evaluate_checkpoint("timm-deit_tiny_patch16_224", path, "digits", device="cpu",
+                              solver={"image_size": 224, "normalize": "cifar100_rsd"})
+    assert res["num_test"] == 359 and 0.0 <= res["top1"] <= 100.0
+    with pytest.raises(ConfigError, match="model: timm-deit_tiny_patch16_224 takes 224-px"):
+        evaluate_checkpoint("timm-deit_tiny_patch16_224", path, "digits", device="cpu")

@@ -53,3 +53,16 @@ def test_lint_only_the_justified_conda_lint():
     text = out.stdout + out.stderr
     lints = set(re.findall(r"^\s+\* (.+?):?$", text, re.M))
     assert lints <= {"Specify a conda environment or container for each rule."}, lints
+
+
+# Counted by hand from config/plans/rsd.yaml: 6 CNN pairs x (kd, rsd) x 3 seeds = 36; 2 DeiT-T
+# pairs x (kd_vit, rsd_vit) x 3 = 12; vanilla: 3 students x 3 = 9; 4 downloaded teachers.
+RSD_JOBS = {"distill": 57, "fetch_teachers": 4, "evaluate_teacher": 4, "collect": 3,
+            "render_table": 3, "plot": 3, "summary": 1, "all": 1}
+
+
+def test_rsd_plan_dry_run():
+    out = run(SNAKEMAKE + ["-n", "--forceall", "--cores", "all", "--resources", "gpu=4",
+                           "--config", "plan=rsd"], REPO)
+    counts = job_stats(out.stdout + out.stderr)
+    assert counts == {**RSD_JOBS, "total": sum(RSD_JOBS.values())}

@@ -47,7 +47,7 @@ def test_tiny_plan_is_valid():
     ({"solver": {"epochs": 0}}, "solver.epochs: 0 is less than the minimum of 1"),
     ({"solver": {"epoch": 3}}, "solver: Additional properties are not allowed ('epoch' was unexpected)"),
     ({"teachers__resnet8__source": "steal"}, "teachers.resnet8.source: 'steal' is not allowed; allowed values: download, pretrain"),
-    ({"teachers__resnet8": {"source": "download"}}, "teachers.resnet8: 'member' is a required property"),
+    ({"teachers__resnet8": {"source": "download"}}, "teachers.resnet8: needs exactly one of: member or url + file"),
     ({"tables__T1__kind": "pie"}, "tables.T1.kind: 'pie' is not allowed"),
     ({"tables__T1__metric": "top2"}, "tables.T1.metric: 'top2' is not allowed"),
     ({"runs": [{"pairs": ["same"], "methods": ["kdd"]}]}, "runs.0.methods: 'kdd' is not a method entry; entries: kd, vanilla"),

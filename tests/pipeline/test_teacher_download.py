@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from kdsrc.errors import DataError
+from kdsrc.errors import CheckpointError, DataError
 from kdsrc.models import build_model, load_teacher
 from kdsrc.teachers import fetch_teacher
 
@@ -134,3 +134,59 @@ def test_http_404_names_the_url(tmp_path, server):
         _fetch(tmp_path, f"{url}/missing.tar", _pins(tmp_path / "p.yaml"))
     assert "missing.tar" in str(e.value)
     assert not any((tmp_path / "cache").glob("*.tar"))
+
+
+# -- a teacher published as a file of its own (OFA-KD's CIFAR-100 release) ---------------------
+
+def _fetch_file(tmp_path, url, pins, log=None):
+    from kdsrc.teachers import fetch_teacher_file
+
+    out = tmp_path / "results" / "teachers" / "cifar100" / "resnet8"
+    logs = []
+    src = fetch_teacher_file(model="resnet8", url=url, file="resnet8_cifar100.pth",
+                             out_model=out / "model.pt", out_source=out / "source.json",
+                             cache_dir=tmp_path / "cache", pins_file=pins,
+                             log=log or logs.append)
+    return out, src, logs
+
+
+@pytest.fixture(scope="module")
+def file_bytes() -> bytes:
+    """A checkpoint in timm's CheckpointSaver layout ({"state_dict": ..., "epoch": ...})."""
+    torch.manual_seed(1)
+    buf = io.BytesIO()
+    torch.save({"state_dict": build_model("resnet8", num_classes=100).state_dict(),
+                "epoch": 299, "arch": "resnet8"}, buf)
+    return buf.getvalue()
+
+
+def test_a_file_checkpoint_unpinned_is_accepted_loudly_then_pinned(tmp_path, server, file_bytes):
+    root, url = server
+    (root / "resnet8_cifar100.pth").write_bytes(file_bytes)
+    pins = tmp_path / "p.yaml"
+    pins.write_text(yaml.safe_dump({"files": {"resnet8_cifar100.pth": None}}))
+    out, src, logs = _fetch_file(tmp_path, f"{url}/resnet8_cifar100.pth", pins)
+    assert (out / "model.pt").read_bytes() == file_bytes
+    assert src["file_sha256"] == _sha(file_bytes) and not src["file_pinned"]
+    assert "WARNING" in "\n".join(logs) and _sha(file_bytes) in "\n".join(logs)
+    pins.write_text(yaml.safe_dump({"files": {"resnet8_cifar100.pth": _sha(file_bytes)}}))
+    (out / "model.pt").unlink()
+    out, src, logs = _fetch_file(tmp_path, f"{url}/resnet8_cifar100.pth", pins)
+    assert src["file_pinned"] and not any("WARNING" in m for m in logs)
+
+
+def test_a_tampered_or_truncated_file_leaves_nothing(tmp_path, server, file_bytes):
+    root, url = server
+    (root / "resnet8_cifar100.pth").write_bytes(file_bytes)
+    pins = tmp_path / "p.yaml"
+    pins.write_text(yaml.safe_dump({"files": {"resnet8_cifar100.pth": "0" * 64}}))
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        _fetch_file(tmp_path, f"{url}/resnet8_cifar100.pth", pins)
+    out = tmp_path / "results" / "teachers" / "cifar100" / "resnet8"
+    assert not (out / "model.pt").exists() and not (tmp_path / "cache/resnet8_cifar100.pth").exists()
+    (root / "resnet8_cifar100.pth").write_bytes(file_bytes[: len(file_bytes) // 2])
+    pins.write_text(yaml.safe_dump({"files": {}}))
+    with pytest.raises(CheckpointError, match="does not load as resnet8"):
+        _fetch_file(tmp_path / "t", f"{url}/resnet8_cifar100.pth", pins)
+    out = tmp_path / "t" / "results" / "teachers" / "cifar100" / "resnet8"
+    assert not (out / "model.pt").exists() and not (out / "source.json").exists()
