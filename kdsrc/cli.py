@@ -19,11 +19,13 @@ examples:
       --set teacher.checkpoint=runs/teacher/final.pt --set solver.epochs=4
 
 The run config is a YAML mapping: dataset, student, method (name + settings), teacher
-(none, or {name, checkpoint}), solver (epochs, batch_size, lr, ...; the transformer recipes:
-optimizer sgd|adamw, weight_decay_on, lr_schedule step|cosine|cosine_after_warmup, min_lr,
-warmup_lr, label_smoothing, clip_grad_norm, mixup_alpha, cutmix_alpha, image_size, normalize,
-randaugment, autoaugment, color_jitter, random_erasing, val_fraction, early_stop_patience), seed, mode, precision, cuda_graph (auto: the whole step as a CUDA graph
-in fast mode on CUDA; on; off).
+(none, or {name, checkpoint}), solver (epochs, batch_size, lr, ...; and the transformer
+recipes' keys: optimizer sgd|adamw, weight_decay_on, trainable all|head, lr_schedule
+step|cosine|cosine_after_warmup, min_lr, warmup_lr, label_smoothing, clip_grad_norm,
+mixup_alpha, cutmix_alpha, image_size, crop_pct, normalize, randaugment, autoaugment,
+color_jitter, random_erasing, val_fraction, early_stop_patience, early_stop_after), seed,
+mode, precision, cuda_graph (auto: the whole step as a CUDA graph in fast mode on CUDA; on;
+off).
 Every key not given takes the reference recipe's value (see README, "Run configs").
 Outputs: DIR/last.pt (rolling resume checkpoint), DIR/final.pt ({"model": state_dict}),
 DIR/eval.json (eval record) and DIR/log.csv (per-epoch log), unless --eval-json / --log-csv

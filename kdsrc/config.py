@@ -70,6 +70,9 @@ SOLVER: tuple[Setting, ...] = (
     choice("weight_decay_on", "all", ("all", "weights"), "all: every parameter (the reference); "
            "weights: not biases, norm parameters or a model's no_weight_decay() names (timm's "
            "param_groups_weight_decay, as RSD's timm optimizer)", identity_at_default=False),
+    choice("trainable", "all", ("all", "head"), "all: every student parameter trains; head: "
+           "only the student's classifier (the multi-view project's head-only fine-tune; the "
+           "rest is frozen)", identity_at_default=False),
     choice("lr_schedule", "step", LR_SCHEDULES, "step: lr_decay_epochs and lr_decay_rate; "
            "cosine: timm's CosineLRScheduler per epoch (cosine over all epochs from lr to min_lr, "
            "the first warmup_epochs linear from warmup_lr); cosine_after_warmup: the cosine "

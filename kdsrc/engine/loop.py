@@ -28,8 +28,8 @@ from ..errors import ConfigError
 from ..models import build_model, feature_dims, load_teacher
 from .capture import StaticStep, run_capture_blocker
 from .epochs import ResumeFile, RunProgress, drain, epoch_steps, resume_from
-from .recipe import (build_mixup, build_optimizer, mixes, normalization, recipe_capture_blocker,
-                     resize_spec)
+from .recipe import (build_mixup, build_optimizer, head_only_modes, mixes, normalization,
+                     recipe_capture_blocker, resize_spec)
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .meter import EpochMeter, EpochTotals
 from .metrics import evaluate
@@ -225,6 +225,8 @@ class RunWork:
         returns the epoch's totals."""
         parts, loader, static = self.parts, self.loader, self.static
         parts.distiller.train()
+        if self.cfg["solver"]["trainable"] == "head":
+            head_only_modes(parts.distiller.student)
         steps = len(loader)
         if static is not None:
             static.begin_epoch(epoch, lr)

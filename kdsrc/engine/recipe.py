@@ -31,14 +31,45 @@ def _decay_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[st
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def classifier_of(model: nn.Module) -> nn.Module:
+    """A model's classifier: timm's ``get_classifier()``, else its last linear layer (the CIFAR
+    zoo's ``fc``/``linear``/``classifier``)."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__}: no linear classifier to train alone")
+    return linears[-1]
+
+
+def freeze_all_but_head(student: nn.Module) -> None:
+    """``trainable: head``: every student parameter but the classifier's stops needing
+    gradients (no backward through the frozen part is kept for them)."""
+    head = {id(p) for p in classifier_of(student).parameters()}
+    for p in student.parameters():
+        p.requires_grad_(id(p) in head)
+
+
+def head_only_modes(student: nn.Module) -> None:
+    """``trainable: head`` during training: the frozen part in eval mode (BatchNorm statistics
+    and dropout fixed, a frozen feature extractor), the classifier in training mode."""
+    student.eval()
+    classifier_of(student).train()
+
+
 def build_optimizer(distiller, solver: dict[str, Any]) -> torch.optim.Optimizer:
     """The run's optimizer over the distiller's trainable parameters (student + extra modules).
 
-    The reference (``optimizer: sgd``, ``weight_decay_on: all``) is one SGD group over
-    :meth:`~kdsrc.distillers.Distiller.trainable_parameters`, in that order, as always."""
+    The reference (``optimizer: sgd``, ``weight_decay_on: all``, ``trainable: all``) is one SGD
+    group over :meth:`~kdsrc.distillers.Distiller.trainable_parameters`, in that order, as
+    always. ``trainable: head`` freezes the student but its classifier first."""
     wd = solver["weight_decay"]
-    if solver["weight_decay_on"] == "all":
-        params: Any = distiller.trainable_parameters()
+    if solver["trainable"] == "head":
+        # the classifier (and any extra module of the method) alone, one group
+        freeze_all_but_head(distiller.student)
+        params: Any = [p for p in distiller.trainable_parameters() if p.requires_grad]
+    elif solver["weight_decay_on"] == "all":
+        params = distiller.trainable_parameters()
     else:
         extra = [m for m in distiller.extra_modules()]
         params = _decay_groups([distiller.student, *extra], wd)

@@ -198,3 +198,19 @@ def test_a_mixing_clipped_adamw_cosine_run_learns(tmp_path):
     hist = (tmp_path / "run/log.csv").read_text().splitlines()
     assert len(hist) == 4
     assert rec["config"]["solver"]["mixup_alpha"] == 0.8 and n // 64 * 64 < n   # drop_last
+
+
+def test_head_only_training_leaves_the_rest_of_the_student_as_it_was(tmp_path):
+    """``trainable: head`` (the multi-view project's head-only fine-tune)."""
+    data = load_dataset("digits").head(128, 64)
+    cfg = {**BASE, "solver": {"epochs": 1, "batch_size": 32, "trainable": "head"}}
+    torch.manual_seed(0)
+    start = build_model("resnet8", num_classes=10).state_dict()
+    paths = RunPaths.in_dir(tmp_path / "run")
+    train(cfg, paths, device="cpu", arrays=data, progress=Progress(enabled=False))
+    end = torch.load(paths.final, weights_only=True)["model"]
+    changed = {k for k in start if not torch.equal(start[k], end[k])}
+    assert changed == {"fc.weight", "fc.bias"}, sorted(changed)[:5]
+    d, s = _vit_distiller(trainable="head")
+    opt = build_optimizer(d, s)
+    assert opt.param_groups[0]["params"] == list(d.student.get_classifier().parameters())
