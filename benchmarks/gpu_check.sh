@@ -21,16 +21,7 @@
 # that folder exists (see README "Benchmarks" for the download line).
 #
 #   bash benchmarks/gpu_check.sh              # OUT=benchmarks/results by default
-set -uo pipefail
-cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-OUT=${OUT:-benchmarks/results}
-mkdir -p "$OUT"
-if ! python3 -c "import jsonschema" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/kdsrc-site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/kdsrc-site"
-fi
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')"
+source "$(dirname "$0")/gpu_env.sh"
 
 start=$SECONDS
 left() { echo $(( ${1} - (SECONDS - start) )); }

@@ -176,13 +176,19 @@ def fetch_teacher(*, model: str, url: str, archive_file: str, member: str, out_m
                        "member_pinned": member_pinned})
 
     atomic_write(out_model, extract, suffix=".pt")
+    _write_source(source, out_model, out_source)
+    log(f"{model}: {member} verified and extracted to {out_model}")
+    return source
+
+
+def _write_source(source: dict, out_model: Path, out_source: Path) -> None:
+    """``source.json`` beside a just-written ``model.pt``; if it cannot be written, the model
+    goes too (a teacher folder is complete or empty)."""
     try:
         atomic_write_json(source, out_source)
     except BaseException:
         out_model.unlink(missing_ok=True)
         raise
-    log(f"{model}: {member} verified and extracted to {out_model}")
-    return source
 
 
 def fetch_teacher_file(*, model: str, url: str, file: str, out_model: str | Path,
@@ -210,11 +216,7 @@ def fetch_teacher_file(*, model: str, url: str, file: str, out_model: str | Path
     atomic_write(out_model, copy, suffix=".pt")
     source = {"kind": "download", "model": model, "url": url, "file": file,
               "file_sha256": digest, "file_pinned": pinned}
-    try:
-        atomic_write_json(source, out_source)
-    except BaseException:
-        out_model.unlink(missing_ok=True)
-        raise
+    _write_source(source, out_model, out_source)
     log(f"{model}: {file} verified and copied to {out_model}")
     return source
 

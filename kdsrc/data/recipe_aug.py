@@ -44,8 +44,6 @@ _KERNEL = {"AutoContrast": "AutoContrast", "Equalize": "Equalize", "Invert": Non
            "BrightnessIncreasing": "Brightness", "SharpnessIncreasing": "Sharpness",
            "ShearX": "ShearX", "ShearY": "ShearY", "TranslateXRel": "TranslateX",
            "TranslateYRel": "TranslateY"}
-_SIGNED = {"Rotate", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
-           "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"}
 
 
 @dataclass(frozen=True)

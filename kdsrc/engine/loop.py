@@ -377,20 +377,23 @@ class RunJob:
     work: RunWork
     resume: ResumeFile
     done: RunProgress
-    loader: DeviceLoader
     dev: torch.device
     precision: str
     step_kind: str
     graph_note: str | None
     method_label: str | None
     seeds: dict[str, Any]
-    progress: Progress
+
+    @property
+    def progress(self) -> Progress:
+        return self.work.progress
 
     def steps(self) -> Iterator[None]:
         solver = self.cfg["solver"]
         self.done = yield from epoch_steps(
             self.work, epochs=solver["epochs"], solver=solver, optimizer=self.parts.optimizer,
-            loader=self.loader, resume=self.resume, done=self.done, progress=self.progress)
+            loader=self.work.loader, resume=self.resume, done=self.done,
+            progress=self.work.progress)
 
     def finish(self) -> dict[str, Any]:
         """The log, ``final.pt`` and the eval record (written last); returns the record."""
@@ -498,8 +501,8 @@ def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.
                                  capture=step_kind == "graph")
         progress.line(f"step: captured as a CUDA graph after {work.static.warmup} eager steps "
                       f"per batch shape" if work.static.capture else "step: static buffers, eager")
-    return RunJob(cfg, chash, paths, parts, work, last, done, train_loader, dev, precision,
-                  step_kind, graph_note, method_label, seeds, progress)
+    return RunJob(cfg, chash, paths, parts, work, last, done, dev, precision, step_kind,
+                  graph_note, method_label, seeds)
 
 
 def evaluate_checkpoint(model_name: str, checkpoint: str | Path, dataset: str, *,

@@ -71,8 +71,7 @@ def build_optimizer(distiller, solver: dict[str, Any]) -> torch.optim.Optimizer:
     elif solver["weight_decay_on"] == "all":
         params = distiller.trainable_parameters()
     else:
-        extra = [m for m in distiller.extra_modules()]
-        params = _decay_groups([distiller.student, *extra], wd)
+        params = _decay_groups([distiller.student, *distiller.extra_modules()], wd)
     if solver["optimizer"] == "adamw":
         return torch.optim.AdamW(params, lr=solver["lr"], weight_decay=wd)
     return torch.optim.SGD(params, lr=solver["lr"], momentum=solver["momentum"],
