@@ -19,13 +19,8 @@ examples:
       --set teacher.checkpoint=runs/teacher/final.pt --set solver.epochs=4
 
 The run config is a YAML mapping: dataset, student, method (name + settings), teacher
-(none, or {name, checkpoint}), solver (epochs, batch_size, lr, ...; and the transformer
-recipes' keys: optimizer sgd|adamw, weight_decay_on, trainable all|head, lr_schedule
-step|cosine|cosine_after_warmup, min_lr, warmup_lr, label_smoothing, clip_grad_norm,
-mixup_alpha, cutmix_alpha, image_size, crop_pct, normalize, randaugment, autoaugment,
-color_jitter, random_erasing, val_fraction, early_stop_patience, early_stop_after), seed,
-mode, precision, cuda_graph (auto: the whole step as a CUDA graph in fast mode on CUDA; on;
-off).
+(none, or {name, checkpoint, cache, upsample}), solver ({solver_keys}), seed, mode,
+precision, cuda_graph (auto: the whole step as a CUDA graph in fast mode on CUDA; on; off).
 Every key not given takes the reference recipe's value (see README, "Run configs").
 Outputs: DIR/last.pt (rolling resume checkpoint), DIR/final.pt ({"model": state_dict}),
 DIR/eval.json (eval record) and DIR/log.csv (per-epoch log), unless --eval-json / --log-csv
@@ -61,14 +56,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_epilog() -> str:
+    """The train command's epilog, its solver keys read from their one declaration."""
+    import textwrap
+
+    from .config import SOLVER
+
+    keys = ", ".join(s.name for s in SOLVER)
+    text = EPILOG_TRAIN.replace("{solver_keys}", keys)
+    head, _, rest = text.partition("The run config is")
+    para, _, tail = ("The run config is" + rest).partition("\nEvery key")
+    return head + textwrap.fill(para, 92) + "\nEvery key" + tail
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import MODEL_NAMES
-    from .models.timm_zoo import TIMM_MODELS, input_size
+    from .models.timm_zoo import SMALL_VITS, TIMM_MODELS, input_size
 
     for name in MODEL_NAMES:
-        family = ("CIFAR zoo" if name not in TIMM_MODELS else "timm VisionTransformer, the "
-                  "multi-view student" if TIMM_MODELS[name][0] == name else
-                  f"timm {TIMM_MODELS[name][0]}")
+        family = ("CIFAR zoo" if name not in TIMM_MODELS else
+                  "timm VisionTransformer, the multi-view student" if name == "vit6_p4_32" else
+                  "timm VisionTransformer, small (the quick_vit plan)" if name in SMALL_VITS
+                  else f"timm {TIMM_MODELS[name][0]}")
         print(f"{name:36s} {input_size(name):4d} px  {family}")
     return 0
 
@@ -138,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one run from a run config (resumable)",
                        description="Train one run (teacher pretraining with method vanilla, or "
                                    "a distillation) from a run config file.",
-                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_train_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--config", required=True, metavar="FILE", help="run config (YAML or JSON)")
     t.add_argument("--out", required=True, metavar="DIR",
                    help="checkpoint folder (last.pt, final.pt; eval.json and log.csv by default)")

@@ -98,6 +98,10 @@ SOLVER: tuple[Setting, ...] = (
             "resized crop + flip in training, resize + centre crop for evaluation: RSD's 224-px "
             "timm pipeline); null: the stored images as they are", type="integer", low=8,
             nullable=True, identity_at_default=False),
+    Setting("upsample", None, "the model sees each batch of the 32-px pipeline bilinearly "
+            "upsampled to this many px, in training and evaluation alike (the multi-view "
+            "project's Resize(224) of a ViT-S teacher); null: as the pipeline gives it",
+            type="integer", low=8, nullable=True, identity_at_default=False),
     Setting("crop_pct", None, "evaluation centre-crop fraction of image_size; null: the "
             "student's (timm 0.6.5's value for a timm model, 1 otherwise)", above=0.0, high=1.0,
             nullable=True, identity_at_default=False),
@@ -175,6 +179,9 @@ def _resolve_solver(raw: Any, student: str) -> dict[str, Any]:
              "cosine_after_warmup needs at least one epoch after the warm-up")
     _require(solver["crop_pct"] is None or solver["image_size"] is not None, "solver.crop_pct",
              "needs solver.image_size")
+    _require(solver["upsample"] is None or solver["image_size"] is None, "solver.upsample",
+             "upsamples the 32-px pipeline; solver.image_size is the other (timm) pipeline: "
+             "set one of them")
     _require(solver["early_stop_patience"] is None or solver["val_fraction"] > 0,
              "solver.early_stop_patience", "needs a validation split (solver.val_fraction > 0)")
     return solver
@@ -190,8 +197,8 @@ def _resolve_teacher(raw: Any) -> dict[str, Any] | None:
     _require(isinstance(raw, dict), "teacher", "expected 'none', a model name or a mapping "
              "{name, checkpoint}")
     for key in raw:
-        _require(key in ("name", "checkpoint", "cache"), f"teacher.{key}",
-                 "unknown key; allowed: name, checkpoint, cache")
+        _require(key in ("name", "checkpoint", "cache", "upsample"), f"teacher.{key}",
+                 "unknown key; allowed: name, checkpoint, cache, upsample")
     name = raw.get("name")
     _require(isinstance(name, str), "teacher.name", "missing or not a string")
     if name not in MODEL_NAMES:
@@ -201,7 +208,14 @@ def _resolve_teacher(raw: Any) -> dict[str, Any] | None:
     cache = raw.get("cache")
     _require(cache is None or isinstance(cache, str), "teacher.cache",
              "expected the path of a precomputed teacher cache")
-    return {"name": name, "checkpoint": ckpt, "cache": cache}
+    out = {"name": name, "checkpoint": ckpt, "cache": cache}
+    upsample = raw.get("upsample")
+    if upsample is not None:
+        # only when set: the key came after results were recorded (no run's params change)
+        _require(isinstance(upsample, int) and not isinstance(upsample, bool) and upsample >= 8,
+                 "teacher.upsample", "expected a size in px (the teacher's own solver.upsample)")
+        out["upsample"] = upsample
+    return out
 
 
 def _check_input_sizes(solver: dict[str, Any], student: str, teacher: dict | None, *,
@@ -212,10 +226,15 @@ def _check_input_sizes(solver: dict[str, Any], student: str, teacher: dict | Non
     from .models.timm_zoo import FIXED_SIZE, input_size
 
     size = solver["image_size"] or 32
+    sizes = {role: solver["upsample"] or size,
+             "teacher": (teacher or {}).get("upsample") or size}
     for who, model in ((role, student), ("teacher", teacher and teacher["name"])):
-        if model in FIXED_SIZE and input_size(model) != size:
-            fix = (f"set solver.image_size: {input_size(model)}" if who != "teacher" else
-                   "a teacher sees the student's images; give both the same input size")
+        if model in FIXED_SIZE and input_size(model) != sizes[who]:
+            fix = (f"set solver.image_size (or solver.upsample): {input_size(model)}"
+                   if who != "teacher" else
+                   "a teacher sees the student's images: give both the same input size, or "
+                   "the teacher its own upsampling (teacher.upsample)")
+            size = sizes[who]
             raise ConfigError(f"{who}: {model} takes {input_size(model)}-px images, this run "
                               f"gives it {size} px ({fix})")
 

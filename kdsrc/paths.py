@@ -27,6 +27,14 @@ TEACHER_MODEL = "results/teachers/{dataset}/{teacher}/model.pt"
 TEACHER_SOURCE = "results/teachers/{dataset}/{teacher}/source.json"
 #: a pretrained teacher's run folder (last.pt, final.pt, eval.json)
 TEACHER_PRETRAIN_DIR = "results/teachers/{dataset}/{teacher}/pretrain"
+#: a fine-tuned teacher (``source: finetune``): the weights it starts from and what they are
+TEACHER_INIT = "results/teachers/{dataset}/{teacher}/init.pt"
+TEACHER_INIT_SOURCE = "results/teachers/{dataset}/{teacher}/init.json"
+#: the run folder of a fine-tune's initial weights pretrained in the workflow (``init: pretrain``)
+TEACHER_INIT_DIR = "results/teachers/{dataset}/{teacher}/init_pretrain"
+TEACHER_INIT_LOG = TEACHER_INIT_DIR + "/log.csv"
+#: a fine-tuned teacher's run folder
+TEACHER_FINETUNE_DIR = "results/teachers/{dataset}/{teacher}/finetune"
 TEACHER_EVAL = "results/eval/teachers/{dataset}/{teacher}.json"
 #: a pretrained teacher's per-epoch log
 TEACHER_LOG = "results/eval/teachers/{dataset}/{teacher}.csv"

@@ -160,23 +160,27 @@ class Plan:
         self.name = name
         self.data = data
         self._teacher_configs: dict[str, dict[str, Any]] = {}
+        self._init_configs: dict[str, dict[str, Any]] = {}
         if resolved is not None:
             self.__dict__["runs"] = [Run(**r) for r in resolved["runs"]]
             self._teacher_configs = dict(resolved["teacher_configs"])
+            self._init_configs = dict(resolved.get("init_configs", {}))
         else:
             self._check_references()
             # resolve every run and teacher now: a bad setting fails before any job starts
             self.runs
-            for t in self.teachers_with("pretrain"):
+            for t in self.trained_teachers():
                 self._teacher_configs[t] = self.teacher_config(t)
+            for t in self.pretrained_inits():
+                self._init_configs[t] = self.init_config(t)
         self._by_key = {r.key: r for r in self.runs}
 
     def resolved(self) -> dict[str, Any]:
         """Every run and pretraining config, resolved: what a cache needs to rebuild the plan
         without importing the methods (and torch)."""
         return {"runs": [vars(r) for r in self.runs],
-                "teacher_configs": {t: self.teacher_config(t)
-                                    for t in self.teachers_with("pretrain")}}
+                "teacher_configs": {t: self.teacher_config(t) for t in self.trained_teachers()},
+                "init_configs": {t: self.init_config(t) for t in self.pretrained_inits()}}
 
     # -- plain accessors -------------------------------------------------------------------
     @property
@@ -215,6 +219,25 @@ class Plan:
 
     def teachers_with(self, source: str) -> list[str]:
         return sorted(t for t, spec in self.teachers.items() if spec["source"] == source)
+
+    def trained_teachers(self) -> list[str]:
+        """Teachers the workflow trains (``pretrain``, ``finetune``): each has a run config."""
+        return sorted(self.teachers_with("pretrain") + self.teachers_with("finetune"))
+
+    def inits_with(self, kind: str) -> list[str]:
+        """Fine-tuned teachers whose initial weights are downloaded (``url``) or pretrained in
+        the workflow (``pretrain``)."""
+        return [t for t in self.teachers_with("finetune") if kind in self.teachers[t]["init"]]
+
+    def pretrained_inits(self) -> list[str]:
+        return self.inits_with("pretrain")
+
+    def teacher_upsample(self, teacher: str) -> int | None:
+        """The size a trained teacher was trained at by upsampling (its ``solver.upsample``):
+        it sees every run's images the same way."""
+        if teacher not in self.trained_teachers():
+            return None
+        return self.teacher_config(teacher)["solver"].get("upsample")
 
     # -- references between sections ------------------------------------------------------
     def expand_pairs(self, refs: list) -> list[tuple[str, str]]:
@@ -286,6 +309,17 @@ class Plan:
                          "cache": (teacher_cache_path(self.dataset, teacher)
                                    if self.caches_teachers else None)}),
         }
+        scheme = entry.get("cache")
+        if scheme is not None:
+            # the entry's runs read this scheme of their teacher's cache (an autoaugment-K
+            # cache holds the views they train on)
+            if teacher == NO_TEACHER:
+                raise ConfigError(f"{self.name}: methods.{method}: cache: a run without a "
+                                  "teacher has no teacher cache")
+            raw["teacher"]["cache"] = teacher_cache_path(self.dataset, teacher, scheme)
+            raw["teacher_cache"] = "auto"
+        if teacher != NO_TEACHER and self.teacher_upsample(teacher) is not None:
+            raw["teacher"]["upsample"] = self.teacher_upsample(teacher)
         try:
             return canonical(resolve_run_config(raw))
         except ConfigError as e:
@@ -337,19 +371,33 @@ class Plan:
         return self._by_key[key]
 
     def teacher_config(self, teacher: str) -> dict[str, Any]:
-        """Run config of a teacher's pretraining (method vanilla, teacher none)."""
+        """Run config of a teacher's pretraining or fine-tune (method vanilla, teacher none)."""
         if teacher in self._teacher_configs:
             return copy.deepcopy(self._teacher_configs[teacher])
         spec = self.teachers[teacher]
+        self._teacher_configs[teacher] = self._vanilla_config(
+            teacher, spec.get("solver"), spec.get("seed", 0), f"teachers.{teacher}")
+        return copy.deepcopy(self._teacher_configs[teacher])
+
+    def init_config(self, teacher: str) -> dict[str, Any]:
+        """Run config of the in-workflow pretraining a fine-tuned teacher starts from
+        (``init: {pretrain: solver}``)."""
+        if teacher in self._init_configs:
+            return copy.deepcopy(self._init_configs[teacher])
+        spec = self.teachers[teacher]
+        return self._vanilla_config(teacher, spec["init"]["pretrain"], spec.get("seed", 0),
+                                    f"teachers.{teacher}.init.pretrain")
+
+    def _vanilla_config(self, model: str, solver: dict | None, seed: int, where: str
+                        ) -> dict[str, Any]:
         try:
             return canonical(resolve_run_config({
-                "dataset": self.dataset, "student": teacher, "method": VANILLA,
-                "teacher": NO_TEACHER, "solver": _merge(self.data.get("solver", {}),
-                                                        spec.get("solver")),
-                "seed": spec.get("seed", 0), **self._switches,
+                "dataset": self.dataset, "student": model, "method": VANILLA,
+                "teacher": NO_TEACHER, "solver": _merge(self.data.get("solver", {}), solver),
+                "seed": seed, **self._switches,
             }))
         except ConfigError as e:
-            raise ConfigError(f"{self.name}: teachers.{teacher}: {e}") from None
+            raise ConfigError(f"{self.name}: {where}: {e}") from None
 
     def teachers_used(self) -> list[str]:
         return sorted({r.teacher for r in self.runs if r.teacher != NO_TEACHER} |

@@ -28,13 +28,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .cache.layout import scheme_views, stored_views
+from .dataset_facts import DATASET_FACTS
 from .errors import ConfigError
 from .plan import NO_TEACHER, Plan
 
 ANCHOR = {"teacher": "resnet32x4", "student": "resnet8x4", "method": "kd",
           "samples_per_s": 64 / 0.011, "source": "DKD paper figure: KD res32x4->res8x4, 11 ms "
                                                   "per batch of 64, official code"}
-DATASET_SIZES = {"cifar100": (50_000, 10_000), "digits": (1_438, 359)}
 #: the pair the benchmark measures step times on
 ANCHOR_PAIR = (ANCHOR["teacher"], ANCHOR["student"])
 
@@ -58,10 +59,10 @@ def forward_macs(model: str, num_classes: int = 100, size: int | None = None) ->
 
 
 def sample_cost(teacher: str, student: str, method_name: str, base: str | None = None,
-                size: int | None = None) -> float:
+                size: int | None = None, teacher_online: bool = True) -> float:
     """Relative compute of one training sample (MACs x method factor) at ``size`` px (None:
-    each model's own input size)."""
-    t = forward_macs(teacher, size=size) if teacher != NO_TEACHER else 0.0
+    each model's own input size). ``teacher_online=False``: the run reads a teacher cache."""
+    t = forward_macs(teacher, size=size) if teacher != NO_TEACHER and teacher_online else 0.0
     factor = _cost_factor(base or method_name)
     return (t + 3.0 * forward_macs(student, size=size)) * factor
 
@@ -88,12 +89,15 @@ def _base_method(cfg: dict) -> str:
 def job_counts(plan: Plan) -> Counter:
     counts: Counter = Counter()
     teachers = plan.teachers_used()
+    rule = {"download": "fetch_teachers", "pretrain": "pretrain_teacher",
+            "finetune": "finetune_teacher"}
     for t in teachers:
-        counts["fetch_teachers" if plan.teachers[t]["source"] == "download"
-               else "pretrain_teacher"] += 1
+        spec = plan.teachers[t]
+        counts[rule[spec["source"]]] += 1
+        if spec["source"] == "finetune":
+            counts["fetch_init" if "url" in spec["init"] else "pretrain_init"] += 1
         counts["evaluate_teacher"] += 1
-        if plan.caches_teachers:
-            counts["teacher_cache"] += 1
+    counts["teacher_cache"] = len(teacher_caches(plan))
     counts["pretrain_views"] = len({(r.teacher, r.method, r.seed) for r in plan.runs
                                     if r.needs_pretrained_views})
     counts["distill"] = len(plan.runs)
@@ -101,6 +105,28 @@ def job_counts(plan: Plan) -> Counter:
         counts[rule] = len(plan.tables)
     counts["summary"] = 1
     return +counts
+
+
+def teacher_caches(plan: Plan) -> list[tuple[str, str]]:
+    """``(teacher, cache folder)`` of every teacher cache the plan builds: each teacher's exact
+    cache with ``cache_teachers``, and the schemes its method entries read (``cache``)."""
+    from .plan import teacher_cache_path
+
+    out = {(t, teacher_cache_path(plan.dataset, t)) for t in plan.teachers_used()
+           if plan.caches_teachers}
+    out |= {(r.teacher, r.config["teacher"]["cache"]) for r in plan.runs
+            if r.teacher != NO_TEACHER and r.config["teacher"].get("cache")}
+    return sorted(out)
+
+
+def _reads_cache(run) -> bool:
+    """Whether a run reads its teacher from a cache (so its steps run no teacher)."""
+    from .distillers import get_method
+
+    if run.teacher == NO_TEACHER or not run.config["teacher"].get("cache"):
+        return False
+    method = get_method(run.config["method"]["name"])
+    return method.cache_needs_for(_settings(run.config)) is not None
 
 
 def measured_step_s(run, speeds: dict[str, Any], mode: str) -> tuple[float, str] | None:
@@ -129,7 +155,8 @@ def estimate(plan: Plan, measured: dict[str, Any] | None = None, *,
     anchor = dict(measured or ANCHOR)
     anchor_cost = sample_cost(anchor["teacher"], anchor["student"], anchor["method"])
     work_per_s = anchor["samples_per_s"] * anchor_cost  # "relative MACs" per second
-    n_train, n_test = DATASET_SIZES[plan.dataset]
+    facts = DATASET_FACTS[plan.dataset]
+    n_train, n_test = facts.train_images, facts.test_images
     seconds: Counter = Counter()
     how: Counter = Counter()
     for run in plan.runs:
@@ -143,7 +170,8 @@ def estimate(plan: Plan, measured: dict[str, Any] | None = None, *,
             how[step[1]] += 1
             continue
         train = epochs * n_train * sample_cost(run.teacher, run.student, run.method,
-                                               _base_method(run.config), size=size)
+                                               _base_method(run.config), size=size,
+                                               teacher_online=not _reads_cache(run))
         seconds["distill"] += (train + evals) / work_per_s
         how["MAC-scaled anchor"] += 1
     for teacher, method, seed in {(r.teacher, r.method, r.seed) for r in plan.runs
@@ -156,14 +184,27 @@ def estimate(plan: Plan, measured: dict[str, Any] | None = None, *,
         epochs = get_method(cfg["method"]["name"]).stage_one_epochs(_settings(cfg))
         seconds["pretrain_views"] += epochs * (n_train + n_test) * forward_macs(teacher) / \
             work_per_s
+    def training(cfg: dict) -> float:
+        # forward + backward (3 forwards; a head-only fine-tune: the forward alone) of every
+        # training image and a forward of every test one, per epoch, at the size the model sees
+        solver = cfg["solver"]
+        size = solver.get("upsample") or solver.get("image_size")
+        passes = 1 if solver.get("trainable") == "head" else 3
+        return solver["epochs"] * (n_train * passes + n_test) * \
+            forward_macs(cfg["student"], size=size) / work_per_s
+
     for t in plan.teachers_used():
-        if plan.teachers[t]["source"] == "pretrain":
-            epochs = plan.teacher_config(t)["solver"]["epochs"]
-            seconds["pretrain_teacher"] += epochs * (n_train * 3 + n_test) * \
-                forward_macs(t) / work_per_s
+        source = plan.teachers[t]["source"]
+        if source in ("pretrain", "finetune"):
+            seconds[f"{source}_teacher"] += training(plan.teacher_config(t))
+        if t in plan.pretrained_inits():
+            seconds["pretrain_init"] += training(plan.init_config(t))
         seconds["evaluate_teacher"] += n_test * forward_macs(t) / work_per_s
-        if plan.caches_teachers:
-            seconds["teacher_cache"] += 162 * n_train * forward_macs(t) / work_per_s
+    for t, folder in teacher_caches(plan):
+        # one teacher forward per stored variant of every training image
+        name = Path(folder).name
+        variants = (162 if name == "exact" else stored_views(name) or scheme_views(name))
+        seconds["teacher_cache"] += variants * n_train * forward_macs(t) / work_per_s
     return {"plan": plan.name, "jobs": dict(job_counts(plan)),
             "device_hours": {k: v / 3600 for k, v in seconds.items()},
             "total_device_hours": sum(seconds.values()) / 3600,

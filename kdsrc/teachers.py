@@ -201,33 +201,91 @@ def fetch_teacher_file(*, model: str, url: str, file: str, out_model: str | Path
     ``out_source``. Nothing is left at ``out_model``/``out_source`` on any failure."""
     from .models import load_teacher
 
+    return _fetch_checked_file(
+        model=model, url=url, file=file, out=out_model, out_source=out_source,
+        cache_dir=cache_dir, pins_file=pins_file, log=log, failure="does not load as",
+        check=lambda tmp: load_teacher(model, tmp, num_classes=num_classes))
+
+
+def _fetch_checked_file(*, model: str, url: str, file: str, out: str | Path,
+                        out_source: str | Path, cache_dir: str | Path, pins_file: str | Path,
+                        log: Callable[[str], None], failure: str,
+                        check: Callable[[Path], object]) -> dict:
+    """One checkpoint file by URL: the verified download (``files:`` pins), then ``check`` on
+    the copy (a CheckpointError there names the file, the URL, ``failure`` and ``model``), then
+    the copy at ``out`` and ``out_source`` beside it; nothing is left at either on any failure."""
     pins = load_pins(pins_file)
     path, digest, pinned = ensure_archive(url, file, cache_dir, pins, pins_file=str(pins_file),
                                           log=log, kind="file")
-    out_model, out_source = Path(out_model), Path(out_source)
+    out = Path(out)
 
     def copy(tmp: Path) -> None:
         shutil.copyfile(path, tmp)
         try:
-            load_teacher(model, tmp, num_classes=num_classes)
+            check(tmp)
         except CheckpointError as e:
-            raise CheckpointError(f"{file} from {url} does not load as {model}: {e}") from None
+            raise CheckpointError(f"{file} from {url} {failure} {model}: {e}") from None
 
-    atomic_write(out_model, copy, suffix=".pt")
+    atomic_write(out, copy, suffix=".pt")
     source = {"kind": "download", "model": model, "url": url, "file": file,
               "file_sha256": digest, "file_pinned": pinned}
-    _write_source(source, out_model, out_source)
-    log(f"{model}: {file} verified and copied to {out_model}")
+    _write_source(source, out, Path(out_source))
+    log(f"{model}: {file} verified and copied to {out}")
     return source
 
 
 def write_pretrain_source(run_dir: str | Path, out_model: str | Path, out_source: str | Path,
                           config_hash: str) -> dict:
     """Publish a pretraining run's final.pt as the teacher's model.pt (+ source.json)."""
-    final = Path(run_dir) / "final.pt"
-    atomic_write(out_model, lambda tmp: shutil.copyfile(final, tmp), suffix=".pt")
     source = {"kind": "pretrain", "run_dir": str(run_dir), "config_hash": config_hash,
-              "sha256": sha256_file(out_model)}
+              "sha256": _publish_final(run_dir, out_model)}
     atomic_write_json(source, out_source)
     return source
 
+
+def _publish_final(run_dir: str | Path, out: str | Path) -> str:
+    """Copy a run's final.pt to ``out`` (atomically); its sha256."""
+    final = Path(run_dir) / "final.pt"
+    atomic_write(out, lambda tmp: shutil.copyfile(final, tmp), suffix=".pt")
+    return sha256_file(out)
+
+
+
+def fetch_init_file(*, model: str, url: str, file: str, out_init: str | Path,
+                    out_source: str | Path, cache_dir: str | Path, pins_file: str | Path,
+                    num_classes: int,
+                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+    """The pretrained weights a ``source: finetune`` teacher starts from (timm's ImageNet ViT-S
+    for the multi-view project), through the same verified download as a published teacher
+    (sha256 pinned under ``files:`` in ``pins_file``, or accepted once, loudly): checked to
+    load into ``model`` (all but the classifier, :func:`kdsrc.models.checkpoint.load_init_weights`),
+    then copied to ``out_init``. Nothing is left at ``out_init``/``out_source`` on any failure."""
+    from .models import build_model
+    from .models.checkpoint import load_init_weights
+
+    return _fetch_checked_file(
+        model=model, url=url, file=file, out=out_init, out_source=out_source,
+        cache_dir=cache_dir, pins_file=pins_file, log=log, failure="cannot start",
+        check=lambda tmp: load_init_weights(build_model(model, num_classes=num_classes), tmp))
+
+
+def write_finetune_source(run_dir: str | Path, init_source: str | Path, out_model: str | Path,
+                          out_source: str | Path, config_hash: str) -> dict:
+    """Publish a fine-tune run's final.pt as the teacher's model.pt; its ``source.json`` says
+    what the fine-tune started from (the initial weights' own source) and how it trained."""
+    import json
+
+    sha = _publish_final(run_dir, out_model)
+    source = {"kind": "finetune", "run_dir": str(run_dir), "config_hash": config_hash,
+              "init": json.loads(Path(init_source).read_text()), "sha256": sha}
+    _write_source(source, Path(out_model), Path(out_source))
+    return source
+
+
+def write_init_source(run_dir: str | Path, out_init: str | Path, out_source: str | Path,
+                      config_hash: str) -> dict:
+    """Publish an in-workflow pretraining's final.pt as a fine-tune's initial weights."""
+    source = {"kind": "pretrain", "run_dir": str(run_dir), "config_hash": config_hash,
+              "sha256": _publish_final(run_dir, out_init)}
+    _write_source(source, Path(out_init), Path(out_source))
+    return source

@@ -50,6 +50,9 @@ def _alternatives(names):
 
 DOWNLOAD_TEACHERS = _alternatives(PLAN.teachers_with("download"))
 PRETRAIN_TEACHERS = _alternatives(PLAN.teachers_with("pretrain"))
+FINETUNE_TEACHERS = _alternatives(PLAN.teachers_with("finetune"))
+INIT_URL_TEACHERS = _alternatives(PLAN.inits_with("url"))
+INIT_PRETRAIN_TEACHERS = _alternatives(PLAN.inits_with("pretrain"))
 
 
 wildcard_constraints:
@@ -70,6 +73,9 @@ def teacher_targets():
         out.append(teacher_eval_path(DATASET, t))
         if PLAN.caches_teachers:
             out.append(teacher_cache_path(DATASET, t))
+    # caches of other schemes that runs read (a method entry's `cache`)
+    out += sorted({r.config["teacher"]["cache"] for r in PLAN.runs
+                   if r.teacher != NO_TEACHER and r.config["teacher"].get("cache")} - set(out))
     return out
 
 
@@ -97,13 +103,17 @@ def teacher_pretrain_config(wildcards):
     return json.dumps(PLAN.teacher_config(wildcards.teacher), sort_keys=True)
 
 
+def init_pretrain_config(wildcards):
+    return json.dumps(PLAN.init_config(wildcards.teacher), sort_keys=True)
+
+
 def run_inputs(run):
     """What a run reads: its teacher (and cache), its stage-1 views."""
     inputs = {}
     if run.teacher != NO_TEACHER:
         inputs["teacher"] = teacher_model_path(run.dataset, run.teacher)
         if run.config["teacher"].get("cache"):
-            inputs["cache"] = teacher_cache_path(run.dataset, run.teacher)
+            inputs["cache"] = run.config["teacher"]["cache"]
     if run.needs_pretrained_views:
         inputs["views"] = views_path(run)
     return inputs

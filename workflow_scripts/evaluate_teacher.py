@@ -6,11 +6,15 @@ from kdsrc.plan import load_plan
 from kdsrc.report.published import load_published
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
-# the plan's image size and normalisation (a 224-px teacher is evaluated as it was trained);
-# read here rather than passed as a param, which would re-evaluate every existing teacher
-plan_solver = load_plan(sm.config["plan"], cache_dir=".snakemake/kdsrc-plans").data.get(
-    "solver") or {}
-looks = {k: plan_solver[k] for k in ("image_size", "crop_pct", "normalize") if k in plan_solver}
+# a teacher is evaluated as it was trained: a trained teacher at its own recipe's image size,
+# upsampling and normalisation, a downloaded one at the plan's; read here rather than passed as
+# a param, which would re-evaluate every existing teacher
+plan = load_plan(sm.config["plan"], cache_dir=".snakemake/kdsrc-plans")
+teacher = sm.wildcards.teacher
+solver = (plan.teacher_config(teacher)["solver"] if teacher in plan.trained_teachers()
+          else plan.data.get("solver") or {})
+looks = {k: solver[k] for k in ("image_size", "crop_pct", "normalize", "upsample")
+         if solver.get(k) is not None}
 
 with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as device:
     res = evaluate_checkpoint(sm.wildcards.teacher, sm.input.model, sm.wildcards.dataset,

@@ -2,7 +2,8 @@
 
 ``results/cache/{dataset}/{teacher}/{scheme}`` (:data:`kdsrc.paths.TEACHER_CACHE`), the scheme
 folder named by :func:`scheme_folder`: ``exact`` (every crop/flip variant) or ``views-K`` (K fixed
-views per image, drawn with views seed 0). A teacher may have several at once; each is built by
+views per image, drawn with views seed 0), or ``autoaugment-K`` (K stored augmented copies of
+the training set, :func:`stored_views`). A teacher may have several at once; each is built by
 its own job and read by the runs that name it.
 
 Before scheme folders, the exact cache was the teacher's folder itself (``results/cache/{d}/{t}`` with
@@ -21,8 +22,9 @@ from pathlib import Path
 from ..errors import CheckpointError, ConfigError
 
 _VIEWS = re.compile(r"views-([1-9][0-9]*)")
+_STORED = re.compile(r"autoaugment-([1-9][0-9]*)")
 #: a Snakemake wildcard constraint matching every scheme folder name
-SCHEME_PATTERN = r"exact|views-[1-9][0-9]*"
+SCHEME_PATTERN = r"exact|views-[1-9][0-9]*|autoaugment-[1-9][0-9]*"
 META = "meta.json"
 
 
@@ -43,6 +45,20 @@ def scheme_views(folder: str) -> int | None:
     if m is None:
         raise ConfigError(f"teacher cache scheme {folder!r}: expected exact or views-K")
     return int(m.group(1))
+
+
+def stored_views(folder: str) -> int | None:
+    """K for ``autoaugment-K`` (K stored augmented views per image, the multi-view project's
+    scheme: :mod:`kdsrc.cache.view_images`), else None."""
+    m = _STORED.fullmatch(folder)
+    return None if m is None else int(m.group(1))
+
+
+def stored_views_folder(cfg: dict) -> bool:
+    """Whether a run config's ``teacher.cache`` is an ``autoaugment-K`` folder: its stored
+    views are the run's training data (a run must read it, never fall back)."""
+    path = (cfg.get("teacher") or {}).get("cache")
+    return bool(path) and stored_views(Path(path).name) is not None
 
 
 def legacy_caches(results: str | Path = "results") -> list[Path]:

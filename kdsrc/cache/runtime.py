@@ -41,7 +41,12 @@ def open_run_cache(cfg: dict[str, Any], *, method: str, needs: Iterable[str] | N
     if missing:
         return None, (f"{path} holds {'+'.join(meta['contents'])}, method {method!r} also "
                       f"reads {'+'.join(missing)}")
+    # a run with a validation split trains on some rows of the training set the cache was
+    # built from: check the cache against the whole set, then read it at those rows
     cache = TeacherCache.open(path, device, teacher=tcfg["name"], dataset=cfg["dataset"],
-                              weights_sha256=weights_sha256(teacher), data=data, needs=needs)
+                              weights_sha256=weights_sha256(teacher), data=data.whole or data,
+                              needs=needs)
+    if data.rows is not None:
+        cache = cache.restrict(data.rows)
     where = "on the device" if cache.resident else "memory-mapped on the host"
     return cache, f"{path}: {describe(meta)}, {where}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -17,14 +18,16 @@ import torch
 from torch import nn
 
 from ..data.arrays import DatasetArrays
-from ..data.augment import augment
+from ..data.augment import augment, normalize_u8
 from ..errors import CheckpointError, ConfigError
+from .view_images import AUGMENT as VIEW_AUGMENT
 from .variants import (VARIANT_INDEX_FORMULA, decode_variant, draw_fixed_variants, num_variants,
                        variant_code)
 
 FORMAT = "kdsrc-teacher-cache/1"
 META = "meta.json"
-FILES = {"logits": "logits.npy", "pooled_feat": "pooled_feat.npy", "variants": "variants.npy"}
+FILES = {"logits": "logits.npy", "pooled_feat": "pooled_feat.npy", "variants": "variants.npy",
+         "images": "images.npy"}
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 #: default size budget for the pooled features: resnet32x4 on CIFAR-100 (4.1 GB fp16) fits,
 #: ResNet50 (33 GB) does not
@@ -93,6 +96,7 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
                         dtype: torch.dtype = torch.float16, store_pooled: bool | str = "auto",
                         pooled_budget_bytes: int = DEFAULT_POOLED_BUDGET,
                         views: int | None = None, views_seed: int = 0,
+                        view_images: torch.Tensor | None = None,
                         teacher_name: str | None = None, progress=None,
                         overwrite: bool = False) -> Path:
     """Run ``teacher`` (eval, no grad) once on every variant of every training image of ``data``
@@ -101,6 +105,9 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
     ``views=None``: the exact scheme, every one of the ``(2*pad+1)**2 * n_flip`` variants.
     ``views=K``: the multi-view scheme, K distinct variants per image drawn with ``views_seed``
     (:func:`kdsrc.cache.variants.draw_fixed_variants`), stored in ``variants.npy``.
+    ``view_images``: the autoaugment scheme, K augmented copies of the training set
+    (``K x N x C x H x W`` uint8, :func:`kdsrc.cache.view_images.draw_views`) run through the
+    teacher as they are and stored in ``images.npy``.
     ``store_pooled``: True / False, or ``"auto"``: only if ``N * V * D * itemsize`` is within
     ``pooled_budget_bytes``. ``teacher_name`` is the zoo name recorded in meta.json (and checked
     when a run opens the cache; default: the model's class name). ``progress``: anything with
@@ -123,7 +130,17 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
     name = teacher_name or type(teacher).__name__
     pad, flip = int(data.pad), bool(data.flip)
     n = data.num_train
-    if views is None:
+    if view_images is not None:
+        if views is not None:
+            raise ConfigError("teacher cache: views (crop/flip views) and view_images (stored "
+                              "augmented images) are two schemes: give one")
+        if tuple(view_images.shape[1:]) != tuple(data.train_x.shape) or \
+                view_images.dtype != torch.uint8:
+            raise ConfigError(f"view_images: expected K x {tuple(data.train_x.shape)} uint8, "
+                              f"got {tuple(view_images.shape)} {view_images.dtype}")
+        scheme, variants = "autoaugment", None
+        v_count = int(view_images.shape[0])
+    elif views is None:
         scheme, variants = "exact", None
         v_count = num_variants(pad, flip)
     else:
@@ -134,7 +151,8 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
     was_training = teacher.training
     teacher.eval()
     teacher.to(dev)
-    forward = _augmented_forward(teacher, data, dev)
+    forward = (_augmented_forward(teacher, data, dev) if view_images is None
+               else _view_images_forward(teacher, data, view_images, dev))
     probe_logits, probe_pooled = forward(torch.zeros(1, dtype=torch.long, device=dev),
                                          torch.zeros(1, dtype=torch.long, device=dev))
     c = int(probe_logits.shape[1])
@@ -169,11 +187,15 @@ def build_teacher_cache(teacher: nn.Module, data: DatasetArrays, out_dir: str | 
         if variants is not None:
             np.save(tmp / FILES["variants"], variants.numpy().astype(np.int16))
             files["variants"] = FILES["variants"]
+        if view_images is not None:
+            np.save(tmp / FILES["images"], view_images.numpy())
+            files["images"] = FILES["images"]
         for f in files.values():
             _fsync(tmp / f)
         meta = _cache_meta(teacher, data, name=name, scheme=scheme, v_count=v_count, c=c,
                            d=d if keep_pooled else None, dtype_name=dtype_name, pad=pad,
                            flip=flip, variants=variants, views_seed=views_seed,
+                           views=None if scheme == "exact" else v_count,
                            contents=contents, files=files, dev=dev,
                            build_s=time.perf_counter() - t0)
         with open(tmp / META, "w") as fh:
@@ -217,6 +239,21 @@ def _augmented_forward(teacher: nn.Module, data: DatasetArrays, dev: torch.devic
     return forward
 
 
+def _view_images_forward(teacher: nn.Module, data: DatasetArrays, view_images: torch.Tensor,
+                         dev: torch.device):
+    """``forward(image indices, view indices)`` on the stored augmented views, normalised as
+    the training loader normalises them."""
+    mean = torch.tensor(data.mean, dtype=torch.float32, device=dev)
+    std = torch.tensor(data.std, dtype=torch.float32, device=dev)
+
+    def forward(idx: torch.Tensor, views: torch.Tensor):
+        u8 = view_images[views.cpu(), idx.cpu()].to(dev)
+        logits, feats = teacher(normalize_u8(u8, mean, std))
+        return logits, feats.get("pooled_feat") if isinstance(feats, dict) else None
+
+    return forward
+
+
 def _write_outputs(tmp: Path, forward, *, n: int, v_count: int, c: int, d: int | None,
                    dtype: torch.dtype, variants, pad: int, flip: bool, dev: torch.device,
                    batch_size: int, progress, t0: float) -> None:
@@ -238,7 +275,7 @@ def _write_outputs(tmp: Path, forward, *, n: int, v_count: int, c: int, d: int |
         i1 = min(n, i0 + chunk)
         m = i1 - i0
         img = torch.arange(i0, i1, dtype=torch.long).repeat_interleave(v_count)
-        if variants is None:
+        if variants is None:    # exact: every variant; autoaugment: every stored view
             codes = all_codes.repeat(m)
         else:
             vv = variants[i0:i1]
@@ -272,7 +309,8 @@ def _write_outputs(tmp: Path, forward, *, n: int, v_count: int, c: int, d: int |
 
 def _cache_meta(teacher: nn.Module, data: DatasetArrays, *, name: str, scheme: str,
                 v_count: int, c: int, d: int | None, dtype_name: str, pad: int, flip: bool,
-                variants, views_seed: int, contents: list[str], files: dict[str, str],
+                variants, views_seed: int, views: int | None, contents: list[str],
+                files: dict[str, str],
                 dev: torch.device, build_s: float) -> dict[str, Any]:
     """``meta.json`` of a cache: what it was built from and how to read it."""
     import kdsrc
@@ -295,10 +333,13 @@ def _cache_meta(teacher: nn.Module, data: DatasetArrays, *, name: str, scheme: s
         "mean": list(map(float, data.mean)),
         "std": list(map(float, data.std)),
         "scheme": scheme,
-        "views": None if variants is None else v_count,
+        "views": views,
         "views_seed": None if variants is None else int(views_seed),
-        "variant_index": (VARIANT_INDEX_FORMULA if variants is None else
-                          "slot k (0..K-1) of image i holds variants[i, k] = (dy, dx, flip)"),
+        "variant_index": (VARIANT_INDEX_FORMULA if scheme == "exact" else
+                          "slot k (0..K-1) of image i holds variants[i, k] = (dy, dx, flip)"
+                          if scheme == "views" else
+                          "slot k (0..K-1) of image i is images[k, i], its view k"),
+        **({"augment": VIEW_AUGMENT} if scheme == "autoaugment" else {}),
         "contents": contents,
         "files": files,
         "kdsrc_version": kdsrc.__version__,
@@ -382,7 +423,8 @@ class TeacherCache:
     """
 
     def __init__(self, path: Path, meta: dict[str, Any], device: torch.device, logits, pooled,
-                 variants: torch.Tensor | None, resident: bool):
+                 variants: torch.Tensor | None, resident: bool,
+                 view_images: torch.Tensor | None = None):
         self.path = path
         self.meta = meta
         self.device = device
@@ -397,6 +439,9 @@ class TeacherCache:
         self.contents = frozenset(meta["contents"])
         #: multi-view scheme: ``N x K x 3`` int64 (dy, dx, flip) on the CPU; None when exact
         self.variants = variants
+        #: autoaugment scheme: the K stored views, ``K x N x C x H x W`` uint8 on the CPU (the
+        #: training data of a run that reads the cache)
+        self.view_images = view_images
         self._logits = logits     # tensor [N*V, C] (resident) or np memmap [N*V, C]
         self._pooled = pooled
         self._codes = None
@@ -472,9 +517,16 @@ class TeacherCache:
             if (variants[..., :2].min() < 0 or variants[..., :2].max() > side
                     or variants[..., 2].min() < 0 or variants[..., 2].max() > int(meta["flip"])):
                 raise CheckpointError(f"teacher cache {path}: variants.npy holds out-of-range draws")
+        elif meta["scheme"] == "autoaugment":
+            k = int(meta["views"])
+            shape = (k, n, *map(int, meta["image_shape"]))
+            view_images = torch.from_numpy(np.array(
+                _load_npy(path / meta["files"]["images"], shape, np.uint8, "view images")))
         elif meta["scheme"] != "exact":
             raise CheckpointError(f"teacher cache {path}: unknown scheme {meta['scheme']!r}")
 
+        if meta["scheme"] != "autoaugment":
+            view_images = None
         nbytes = logits.nbytes + (pooled.nbytes if pooled is not None else 0)
         if resident is None:
             if max_device_bytes is None:
@@ -489,15 +541,34 @@ class TeacherCache:
         if resident:
             flat_l = _to_device(flat_l, dev)
             flat_p = _to_device(flat_p, dev) if flat_p is not None else None
-        return cls(path, meta, dev, flat_l, flat_p, variants, bool(resident))
+        return cls(path, meta, dev, flat_l, flat_p, variants, bool(resident), view_images)
 
     # -- lookups -----------------------------------------------------------------------------
     def satisfies(self, needs: Iterable[str] | None) -> bool:
         """Whether the cache holds everything in ``needs`` (None: the method cannot use one)."""
         return needs is not None and set(needs) <= self.contents
 
+    def restrict(self, rows: torch.Tensor) -> "TeacherCache":
+        """The cache of the training images ``rows`` (ascending original indices) only: a run
+        with a validation split indexes its smaller training set from 0."""
+        rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
+        n, v = self.num_samples, self.num_variants
+
+        def pick(flat):
+            if flat is None:
+                return None
+            if isinstance(flat, torch.Tensor):
+                return flat.view(n, v, -1)[rows.to(flat.device)].reshape(len(rows) * v, -1)
+            return np.asarray(flat).reshape(n, v, -1)[rows.numpy()].reshape(len(rows) * v, -1)
+
+        meta = {**self.meta, "num_samples": int(len(rows))}
+        return TeacherCache(self.path, meta, self.device, pick(self._logits), pick(self._pooled),
+                            None if self.variants is None else self.variants[rows],
+                            self.resident,
+                            None if self.view_images is None else self.view_images[:, rows])
+
     def slots(self, index: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
-              flip: torch.Tensor | None) -> torch.Tensor:
+              flip: torch.Tensor | None, view: torch.Tensor | None = None) -> torch.Tensor:
         """The stored slot (0..V-1) of each sample's augmentation, int64 on the cache's device.
 
         Exact scheme: the variant code. Multi-view scheme: the slot k with
@@ -505,6 +576,11 @@ class TeacherCache:
         stored views is an error (the loader must draw from ``self.variants``).
         """
         dev = self.device
+        if self.view_images is not None:
+            if view is None:
+                raise ConfigError(f"teacher cache {self.path} holds {self.num_variants} stored "
+                                  "augmented views: train on them (DeviceLoader.set_view_images)")
+            return view.to(dev).long()
         index = index.to(dev)
         code = variant_code(dy.to(dev), dx.to(dev), None if flip is None else flip.to(dev),
                             pad=self.pad, flip_enabled=self.flip)
@@ -517,11 +593,13 @@ class TeacherCache:
                               "with DeviceLoader(fixed_variants=cache.variants)")
         return match.int().argmax(dim=1)
 
-    def lookup(self, index: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
-               flip: torch.Tensor | None, *, pooled: bool = True
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(logits [B, C], pooled [B, D] or None)`` as float32 on the cache's device."""
-        flat = index.to(self.device).long() * self.num_variants + self.slots(index, dy, dx, flip)
+    def lookup(self, index: torch.Tensor, dy: torch.Tensor | None, dx: torch.Tensor | None,
+               flip: torch.Tensor | None, *, view: torch.Tensor | None = None,
+               pooled: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(logits [B, C], pooled [B, D] or None)`` as float32 on the cache's device.
+        ``view``: each sample's stored view (the autoaugment scheme; its batches carry no crop)."""
+        flat = index.to(self.device).long() * self.num_variants + \
+            self.slots(index, dy, dx, flip, view)
         want_pooled = pooled and self._pooled is not None
         if self.resident:
             logits = self._logits.index_select(0, flat).float()
@@ -552,7 +630,9 @@ def _to_device(arr: np.ndarray, dev: torch.device) -> torch.Tensor:
 
 def describe(meta: dict[str, Any]) -> str:
     """One line about a cache, for progress output."""
-    views = f", {meta['views']} fixed views/image" if meta.get("scheme") == "views" else ""
+    views = (f", {meta['views']} fixed views/image" if meta.get("scheme") == "views" else
+             f", {meta['views']} stored augmented views/image"
+             if meta.get("scheme") == "autoaugment" else "")
     return (f"{meta['teacher']} on {meta['dataset']}, {meta['scheme']}{views}, "
             f"{'+'.join(meta['contents'])}, {meta['dtype']}")
 
@@ -560,4 +640,5 @@ def describe(meta: dict[str, Any]) -> str:
 def size_bytes(meta: dict[str, Any]) -> int:
     n, v = int(meta["num_samples"]), int(meta["num_variants"])
     item = 2 if meta["dtype"] == "float16" else 4
-    return n * v * (int(meta["num_classes"]) + int(meta.get("pooled_dim") or 0)) * item
+    images = n * v * math.prod(meta["image_shape"]) if meta.get("scheme") == "autoaugment" else 0
+    return n * v * (int(meta["num_classes"]) + int(meta.get("pooled_dim") or 0)) * item + images

@@ -33,6 +33,10 @@ class DatasetArrays:
     flip: bool
     class_names: tuple[str, ...] = ()
     source: str = ""  # a short human-readable note on where the data came from
+    #: after :meth:`holdout`: the arrays it was split from and the training rows it kept
+    #: (ascending; a teacher cache of the whole training set is read at these rows)
+    whole: "DatasetArrays | None" = None
+    rows: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for split in SPLITS:
@@ -91,7 +95,8 @@ class DatasetArrays:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
         train_idx, val_idx = perm[:n_train].sort().values, perm[n_train:].sort().values
         train = replace(self, train_x=self.train_x[train_idx].contiguous(),
-                        train_y=self.train_y[train_idx].contiguous())
+                        train_y=self.train_y[train_idx].contiguous(), whole=self,
+                        rows=train_idx)
         val = replace(self, test_x=self.train_x[val_idx].contiguous(),
                       test_y=self.train_y[val_idx].contiguous())
         return train, val

@@ -43,6 +43,8 @@ class Batch:
     flip: torch.Tensor | None = None  # bool
     #: soft targets of a mixed batch (mixup/cutmix), set by the training loop; None otherwise
     y_soft: torch.Tensor | None = None
+    #: int64 stored view of each sample (a teacher cache's augmented views); None otherwise
+    view: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -94,6 +96,14 @@ def fixed_view_draws(draws: EpochDraws, variants: torch.Tensor, *, seed: int, ep
     return EpochDraws(draws.perm, chosen[:, 0].clone(), chosen[:, 1].clone(), chosen[:, 2].bool())
 
 
+def epoch_view(seed: int, epoch: int, k: int) -> int:
+    """The stored view a whole epoch trains on (the multi-view project draws one view id per
+    epoch), from a generator seeded by ``(seed, epoch)``."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(views_epoch_seed(seed, epoch))
+    return int(torch.randint(0, k, (1,), generator=g))
+
+
 class DeviceLoader:
     """Batches of a uint8 image set that lives on ``device``; see the module docstring."""
 
@@ -141,6 +151,24 @@ class DeviceLoader:
         self.pixel_augment = pixel_augment if train else None
         self.fixed_variants: torch.Tensor | None = None
         self.set_fixed_variants(fixed_variants)
+        self.view_images: torch.Tensor | None = None
+
+    def set_view_images(self, views: torch.Tensor | None) -> None:
+        """Train on stored augmented views (``K x N x C x H x W`` uint8, a teacher cache of the
+        autoaugment scheme): each epoch reads one view of every image (:func:`epoch_view`), as
+        it is, in a fresh order; None: the stored images with fresh augmentation."""
+        if views is None:
+            self.view_images = None
+            return
+        if self.resize is not None or self.pixel_augment is not None:
+            raise ConfigError("stored augmented views (a teacher cache of the autoaugment scheme) "
+                              "are trained on as they are: no resizing (solver.image_size) and no "
+                              "further augmentation (solver.autoaugment, randaugment, ...)")
+        if views.dim() != 5 or tuple(views.shape[1:]) != tuple(self.images.shape) \
+                or views.dtype != torch.uint8:
+            raise ValueError(f"view images must be K x {tuple(self.images.shape)} uint8, got "
+                             f"{tuple(views.shape)} {views.dtype}")
+        self.view_images = views.to(self.device).contiguous()
 
     def set_fixed_variants(self, variants: torch.Tensor | None) -> None:
         """Train on K fixed ``(dy, dx, flip)`` views per image (``N x K x 3``), or None: fresh
@@ -214,6 +242,16 @@ class DeviceLoader:
         d = self.draws()
         if self.resize is not None:
             yield from self._resized_batches(d, stop, memory_format)
+            return
+        if self.view_images is not None:
+            v = epoch_view(self.seed, self.epoch, int(self.view_images.shape[0]))
+            perm = d.perm.to(self.device)
+            for start in range(0, min(stop, n), b):
+                idx = perm[start:min(start + b, n)]
+                u8 = self.view_images[v, idx].contiguous(memory_format=memory_format)
+                yield Batch(x=normalize_u8(u8, self._mean_t, self._std_t, self.dtype),
+                            y=self.labels[idx], index=idx,
+                            view=torch.full_like(idx, v))
             return
         perm, dy, dx, fl = (t.to(self.device) for t in d)
         aug = self.pixel_augment

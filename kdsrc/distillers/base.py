@@ -276,13 +276,16 @@ class Distiller(nn.Module):
         Every distiller gets its teacher targets here, which is where a teacher cache or an
         Angular-KD view ensemble plugs in. With a teacher cache in the context that holds the
         method's ``cache_needs``, and a training ``batch`` that carries its augmentation
-        (``index``, ``dy``, ``dx``, ``flip``), the logits and ``feats["pooled_feat"]`` come from
-        the cache (float32) and the teacher is not run; ``x`` must then be that batch's images.
+        (``index``, ``dy``, ``dx``, ``flip``; or ``view``, its stored augmented view), the logits
+        and ``feats["pooled_feat"]`` come from the cache (float32) and the teacher is not run;
+        ``x`` must then be that batch's images.
         """
         cache = getattr(self.ctx, "teacher_cache", None)
-        if (cache is not None and getattr(batch, "dy", None) is not None
+        if (cache is not None and (getattr(batch, "dy", None) is not None
+                                   or getattr(batch, "view", None) is not None)
                 and cache.satisfies(self.cache_needs)):
             logits, pooled = cache.lookup(batch.index, batch.dy, batch.dx, batch.flip,
+                                          view=getattr(batch, "view", None),
                                           pooled="pooled_feat" in self.cache_needs)
             out = TeacherOutputs(logits=logits,
                                  feats={} if pooled is None else {"pooled_feat": pooled})

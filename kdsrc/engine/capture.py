@@ -60,6 +60,8 @@ def run_capture_blocker(method: type, settings: dict[str, Any], teacher_cache: A
             return "its teacher cache is read from host memory (not resident on the GPU)"
         if teacher_cache.variants is not None:
             return "its multi-view teacher cache checks each batch's views on the host"
+        if teacher_cache.view_images is not None:
+            return "it trains on a teacher cache's stored views (one view per epoch)"
     return None
 
 

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import torch
 
 from ..cache import open_run_cache
+from ..cache.layout import stored_views_folder
 from ..config import (config_hash, resolve_model_solver, resolve_run_config,
                       uses_channels_last, uses_compile, wants_cuda_graph)
 from ..data import DatasetArrays, DeviceLoader, load_dataset
@@ -26,6 +27,8 @@ from ..data.recipe_aug import PixelAugment
 from ..distillers import DistillContext, StepState, build_distiller, get_method
 from ..errors import ConfigError
 from ..models import build_model, feature_dims, load_teacher
+from ..models.checkpoint import load_init_weights
+from ..models.upsample import upsample_inputs
 from .capture import StaticStep, run_capture_blocker
 from .epochs import ResumeFile, RunProgress, drain, epoch_steps, resume_from
 from .recipe import (build_mixup, build_optimizer, head_only_modes, mixes, normalization,
@@ -113,29 +116,39 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
     ``compile`` resolves (:func:`kdsrc.config.uses_compile`)."""
     solver = cfg["solver"]
     size = solver["image_size"] or int(data.train_x.shape[-1])
-    student = build_model(cfg["student"], num_classes=data.num_classes)
+    student = upsample_inputs(build_model(cfg["student"], num_classes=data.num_classes),
+                              solver["upsample"])
     teacher = None
     if cfg["teacher"] is not None:
         ckpt = cfg["teacher"]["checkpoint"]
         if not ckpt:
             raise ConfigError("teacher.checkpoint: missing (path to the teacher's weights)")
-        teacher = load_teacher(cfg["teacher"]["name"], ckpt, num_classes=data.num_classes)
+        teacher = upsample_inputs(load_teacher(cfg["teacher"]["name"], ckpt,
+                                               num_classes=data.num_classes),
+                                  cfg["teacher"].get("upsample"))
     method = dict(cfg["method"])
     teacher_cache, cache_note = None, "not asked for"
-    if use_cache and solver["val_fraction"] > 0:
-        cache_note = "a validation split: the cache indexes the whole training set"
-    elif use_cache and solver["image_size"] is not None:
+    if use_cache and solver["image_size"] is not None:
         cache_note = "each batch is resized: a random resized crop is not a cached variant"
     elif use_cache:
         teacher_cache, cache_note = open_run_cache(
             cfg, method=method["name"],
             needs=get_method(method["name"]).cache_needs_for(method),
             teacher=teacher, data=data, device=device)
+    stored = stored_views_folder(cfg)
+    if use_cache and stored and teacher_cache is None:
+        # its stored views are the run's training data: training on anything else is another run
+        raise ConfigError(f"teacher.cache: {cfg['teacher']['cache']} holds the augmented views "
+                          f"this run trains on, and it cannot be read: {cache_note}")
     cache_views = None
     if teacher_cache is not None and teacher_cache.variants is not None:
         # multi-view scheme: the student trains on the cache's K fixed views per image only
         cache_views = int(teacher_cache.variants.shape[1])
         train_loader.set_fixed_variants(teacher_cache.variants)
+    if teacher_cache is not None and teacher_cache.view_images is not None:
+        # autoaugment scheme: one stored view of every image per epoch, as it is
+        cache_views = int(teacher_cache.view_images.shape[0])
+        train_loader.set_view_images(teacher_cache.view_images)
     ctx = DistillContext(num_classes=data.num_classes, num_train=int(data.train_y.numel()),
                          epochs=solver["epochs"], device=device, train_labels=train_loader.labels,
                          train_images=train_loader.images, mean=train_loader.mean,
@@ -416,8 +429,13 @@ class RunJob:
 def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device = "auto",
           data_root: str | Path = "data", download: bool = False, resume: bool = True,
           progress: Progress | None = None, method_label: str | None = None,
-          arrays: DatasetArrays | None = None, step_kind: str | None = None) -> dict[str, Any]:
+          arrays: DatasetArrays | None = None, step_kind: str | None = None,
+          init_weights: str | Path | None = None) -> dict[str, Any]:
     """Train one run; return its eval record (also written to ``paths.eval_json``).
+
+    ``init_weights``: a checkpoint the student starts from (a fine-tune), every tensor but its
+    classifier's loaded strictly (:func:`~kdsrc.models.checkpoint.load_init_weights`); a resumed
+    run continues from ``last.pt`` instead.
 
     ``step_kind``: how each step runs. None (the default) decides from ``cuda_graph``:
     ``graph`` (:class:`~kdsrc.engine.capture.StaticStep` captured as CUDA graphs) where it
@@ -434,7 +452,7 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     """
     job = prepare_run(config, paths, device=device, data_root=data_root, download=download,
                       resume=resume, progress=progress, method_label=method_label,
-                      arrays=arrays, step_kind=step_kind)
+                      arrays=arrays, step_kind=step_kind, init_weights=init_weights)
     drain(job.steps())
     return job.finish()
 
@@ -442,7 +460,8 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
 def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device = "auto",
                 data_root: str | Path = "data", download: bool = False, resume: bool = True,
                 progress: Progress | None = None, method_label: str | None = None,
-                arrays: DatasetArrays | None = None, step_kind: str | None = None) -> RunJob:
+                arrays: DatasetArrays | None = None, step_kind: str | None = None,
+                init_weights: str | Path | None = None) -> RunJob:
     """Everything :func:`train` does before the first step (same arguments): resolve the
     config, seed, load the data, build the run, resume it. Draws from the global RNGs in the
     order :func:`train` always has."""
@@ -485,6 +504,10 @@ def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.
     parts = build_run(cfg, data, dev, train_loader, compile_networks=(
         False if step_kind != "ordinary" and cfg["compile"] == "auto" else None))
     distiller, optimizer = parts.distiller, parts.optimizer
+    if init_weights is not None:
+        kept = load_init_weights(distiller.student, init_weights)
+        progress.line(f"student initialised from {init_weights} ({kept} tensors; its "
+                      f"classifier starts afresh)")
     if distiller.teacher is not None:
         progress.line(f"teacher cache: {'used' if parts.teacher_cache is not None else 'not used'} "
                       f"({parts.cache_note})")
@@ -512,12 +535,14 @@ def evaluate_checkpoint(model_name: str, checkpoint: str | Path, dataset: str, *
     """Top-1/top-5 of a checkpoint (published format or ours) on a dataset's test split.
 
     ``solver``: solver keys whose evaluation transform applies (``image_size``, ``crop_pct``,
-    ``normalize``: a 224-px teacher is evaluated at its size and normalisation); checked as a
+    ``normalize``, ``upsample``: a 224-px teacher is evaluated at its size and normalisation);
+    checked as a
     run config's solver for this model."""
     dev = resolve_device(device)
     resolved = resolve_model_solver(model_name, solver)
     data = load_dataset(dataset, root=data_root, download=download)
-    model = load_teacher(model_name, checkpoint, num_classes=data.num_classes).to(dev)
+    model = upsample_inputs(load_teacher(model_name, checkpoint, num_classes=data.num_classes),
+                            resolved["upsample"]).to(dev)
     mean, std = normalization(resolved, data)
     loader = DeviceLoader.from_arrays(data, "test", batch_size=batch_size, device=dev, mean=mean,
                                       std=std, resize=resize_spec(resolved, model_name))

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.classifier import classifier_of
+
 
 def _decay_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
     """timm's ``param_groups_weight_decay`` over every trainable module, merged into two groups:
@@ -29,17 +31,6 @@ def _decay_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[st
             (no_decay if group["weight_decay"] == 0.0 else decay).extend(group["params"])
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
-
-
-def classifier_of(model: nn.Module) -> nn.Module:
-    """A model's classifier: timm's ``get_classifier()``, else its last linear layer (the CIFAR
-    zoo's ``fc``/``linear``/``classifier``)."""
-    if hasattr(model, "get_classifier"):
-        return model.get_classifier()
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(model).__name__}: no linear classifier to train alone")
-    return linears[-1]
 
 
 def freeze_all_but_head(student: nn.Module) -> None:

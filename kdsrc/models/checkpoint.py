@@ -221,3 +221,33 @@ def load_teacher(name: str, path, num_classes: int = 100, map_location="cpu", **
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def load_init_weights(model: nn.Module, path) -> int:
+    """Start ``model`` from the weights in ``path`` (a fine-tune's pretrained weights, e.g.
+    timm's ImageNet ViT-S): every tensor but the classifier's must be in the file with its shape
+    (the classifier of another task, if the file has one, is dropped and ours keeps its fresh
+    initialisation). Returns how many tensors were loaded; a mismatch is a one-line
+    CheckpointError naming the first key."""
+    from .classifier import classifier_keys
+
+    where = os.fspath(path)
+    head = classifier_keys(model)
+    state = OrderedDict((k, v) for k, v in load_state_dict_file(path).items() if k not in head)
+    body = OrderedDict((k, v) for k, v in model.state_dict().items() if k not in head)
+    for key, tensor in body.items():
+        if key not in state:
+            if key.endswith("num_batches_tracked"):
+                continue
+            raise CheckpointError(f"initial weights {where}: key {key!r} is missing from the "
+                                  "file")
+        if state[key].shape != tensor.shape:
+            raise CheckpointError(f"initial weights {where}: key {key!r} has shape "
+                                  f"{_shape(state[key])} in the file but {_shape(tensor)} in "
+                                  "the model")
+    extra = [k for k in state if k not in body]
+    if extra:
+        raise CheckpointError(f"initial weights {where}: key {extra[0]!r} in the file is not "
+                              "in the model")
+    model.load_state_dict(state, strict=False)
+    return len(state)

@@ -45,6 +45,17 @@ TIMM_MODELS: dict[str, tuple[str, int, float]] = {
     "timm-resnet18": ("resnet18", 224, 0.875),
     "timm-mobilenetv2_100": ("mobilenetv2_100", 224, 0.875),
     "vit6_p4_32": ("vit6_p4_32", 32, 1.0),
+    "vit4_p8_64": ("vit4_p8_64", 64, 1.0),
+    "vit3_p8_64": ("vit3_p8_64", 64, 1.0),
+    "vit2_p4_32": ("vit2_p4_32", 32, 1.0),
+}
+
+#: small timm ViTs for the CPU plan quick_vit (name -> image size, patch, width, depth, heads):
+#: timm's VisionTransformer with its defaults (class token, LayerNorm eps 1e-6, no dropout)
+SMALL_VITS: dict[str, tuple[int, int, int, int, int]] = {
+    "vit4_p8_64": (64, 8, 96, 4, 3),     # the quick_vit teacher (upsampled from 32 px)
+    "vit3_p8_64": (64, 8, 64, 3, 2),     # a student that sees its images upsampled to 64 px
+    "vit2_p4_32": (32, 4, 64, 2, 2),     # a student at the stored 32 px
 }
 
 
@@ -55,7 +66,8 @@ def input_size(name: str) -> int:
 
 #: models whose input size is fixed by their architecture (patch grid, windows, token mixing)
 FIXED_SIZE = frozenset({"timm-vit_small_patch16_224", "timm-deit_tiny_patch16_224",
-                        "timm-swin_tiny_patch4_window7_224", "timm-mixer_b16_224", "vit6_p4_32"})
+                        "timm-swin_tiny_patch4_window7_224", "timm-mixer_b16_224", "vit6_p4_32",
+                        *SMALL_VITS})
 
 
 def crop_pct(name: str) -> float:
@@ -141,9 +153,22 @@ def build_vit6_p4_32(num_classes: int = 10) -> nn.Module:
     return with_contract(model)
 
 
+def build_small_vit(name: str, num_classes: int = 10) -> nn.Module:
+    """One of :data:`SMALL_VITS`."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    _timm()
+    size, patch, width, depth, heads = SMALL_VITS[name]
+    return with_contract(VisionTransformer(img_size=size, patch_size=patch, embed_dim=width,
+                                           depth=depth, num_heads=heads,
+                                           num_classes=num_classes))
+
+
 def _builder(name: str, arch: str) -> Callable[..., nn.Module]:
     if name == "vit6_p4_32":
         return build_vit6_p4_32
+    if name in SMALL_VITS:
+        return partial(build_small_vit, name)
 
     def build(num_classes: int = 100) -> nn.Module:
         return build_timm(arch, num_classes=num_classes)

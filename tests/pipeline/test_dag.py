@@ -66,3 +66,33 @@ def test_rsd_plan_dry_run():
                            "--config", "plan=rsd"], REPO)
     counts = job_stats(out.stdout + out.stderr)
     assert counts == {**RSD_JOBS, "total": sum(RSD_JOBS.values())}
+
+
+# config/plans/multiview.yaml: 4 methods x 3 seeds (vanilla's teacher is none); the fine-tuned
+# ViT-S: its ImageNet weights fetched, fine-tuned, evaluated; its two stored-view caches (1 and
+# 5 views), each read by the KD runs that name it
+MULTIVIEW_JOBS = {"distill": 12, "fetch_init": 1, "finetune_teacher": 1, "evaluate_teacher": 1,
+                  "teacher_cache": 2, "collect": 2, "render_table": 2, "plot": 2, "summary": 1,
+                  "all": 1}
+
+
+def test_multiview_plan_dry_run():
+    out = run(SNAKEMAKE + ["-n", "--forceall", "--cores", "all", "--resources", "gpu=4",
+                           "--config", "plan=multiview"], REPO)
+    text = out.stdout + out.stderr
+    assert job_stats(text) == {**MULTIVIEW_JOBS, "total": sum(MULTIVIEW_JOBS.values())}
+    cache = "results/cache/cifar10/timm-vit_small_patch16_224/autoaugment-"
+    for k in (1, 5):
+        assert f"output: {cache}{k}" in text
+    # each cached KD entry reads its own scheme's folder; the online one none
+    seen = {"kd_5views": 0, "kd_online": 0}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        if not block.startswith("rule distill:"):
+            continue
+        if "kd_5views/seed" in block:
+            assert f"{cache}5" in block and f"{cache}1" not in block, block
+            seen["kd_5views"] += 1
+        if "kd_online/seed" in block:
+            assert cache not in block, block
+            seen["kd_online"] += 1
+    assert seen == {"kd_5views": 3, "kd_online": 3}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,7 @@ def test_resolved_plan_cache_follows_edits_and_survives_damage(tmp_path):
     (new,) = cache.glob("quick-*.json")
     new.write_text("{not json")
     assert len(load_plan("quick", config_dir=cfg, cache_dir=cache).runs) == 54
-    assert new.read_text().startswith("{\"runs\"")           # rewritten
+    assert "runs" in json.loads(new.read_text())              # rewritten
     # a bad plan is still an error with a cache present
     plan_file.write_text(plan_file.read_text().replace("seeds: [0, 1, 2]", "seeds: zero"))
     with pytest.raises(ConfigError, match="seeds"):

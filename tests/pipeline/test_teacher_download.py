@@ -190,3 +190,68 @@ def test_a_tampered_or_truncated_file_leaves_nothing(tmp_path, server, file_byte
         _fetch_file(tmp_path / "t", f"{url}/resnet8_cifar100.pth", pins)
     out = tmp_path / "t" / "results" / "teachers" / "cifar100" / "resnet8"
     assert not (out / "model.pt").exists() and not (out / "source.json").exists()
+
+
+# -- a fine-tuned teacher's initial weights (source: finetune, init: {url, file}) -------------
+def _fetch_init(tmp_path, url, pins, log=None):
+    from kdsrc.teachers import fetch_init_file
+
+    out = tmp_path / "results" / "teachers" / "cifar10" / "vit2_p4_32"
+    logs = []
+    src = fetch_init_file(model="vit2_p4_32", url=url, file="vit2_in1k.bin",
+                          out_init=out / "init.pt", out_source=out / "init.json",
+                          cache_dir=tmp_path / "cache", pins_file=pins, num_classes=10,
+                          log=log or logs.append)
+    return out, src, logs
+
+
+@pytest.fixture(scope="module")
+def init_bytes() -> bytes:
+    """Upstream weights as timm publishes them: a bare state dict with a 1000-class head."""
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save(build_model("vit2_p4_32", num_classes=1000).state_dict(), buf)
+    return buf.getvalue()
+
+
+def test_init_weights_accepted_once_then_pinned_and_they_start_the_model(tmp_path, server,
+                                                                         init_bytes):
+    from kdsrc.models.checkpoint import load_init_weights
+
+    root, url = server
+    (root / "vit2_in1k.bin").write_bytes(init_bytes)
+    pins = tmp_path / "p.yaml"
+    pins.write_text(yaml.safe_dump({"files": {}}))
+    out, src, logs = _fetch_init(tmp_path, f"{url}/vit2_in1k.bin", pins)
+    assert (out / "init.pt").read_bytes() == init_bytes
+    assert src["file_sha256"] == _sha(init_bytes) and not src["file_pinned"]
+    assert "WARNING" in "\n".join(logs) and f"vit2_in1k.bin: {_sha(init_bytes)}" in "\n".join(logs)
+    assert (out / "init.json").exists()
+    model = build_model("vit2_p4_32", num_classes=10)
+    assert load_init_weights(model, out / "init.pt") == len(model.state_dict()) - 2
+    pins.write_text(yaml.safe_dump({"files": {"vit2_in1k.bin": _sha(init_bytes)}}))
+    _, src, logs = _fetch_init(tmp_path / "again", f"{url}/vit2_in1k.bin", pins)
+    assert src["file_pinned"] and not any("WARNING" in m for m in logs)
+
+
+def test_tampered_or_truncated_init_weights_leave_nothing(tmp_path, server, init_bytes):
+    root, url = server
+    (root / "vit2_in1k.bin").write_bytes(init_bytes)
+    pins = tmp_path / "p.yaml"
+    pins.write_text(yaml.safe_dump({"files": {"vit2_in1k.bin": "0" * 64}}))
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        _fetch_init(tmp_path, f"{url}/vit2_in1k.bin", pins)
+    out = tmp_path / "results" / "teachers" / "cifar10" / "vit2_p4_32"
+    assert not (out / "init.pt").exists() and not (tmp_path / "cache/vit2_in1k.bin").exists()
+    (root / "vit2_in1k.bin").write_bytes(init_bytes[: len(init_bytes) // 2])
+    pins.write_text(yaml.safe_dump({"files": {}}))
+    with pytest.raises(CheckpointError, match="cannot start vit2_p4_32"):
+        _fetch_init(tmp_path / "t", f"{url}/vit2_in1k.bin", pins)
+    out = tmp_path / "t" / "results" / "teachers" / "cifar10" / "vit2_p4_32"
+    assert not (out / "init.pt").exists() and not (out / "init.json").exists()
+    # weights of another model: the first mismatching key, in one line
+    buf = io.BytesIO()
+    torch.save(build_model("vit3_p8_64", num_classes=1000).state_dict(), buf)
+    (root / "vit2_in1k.bin").write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="cannot start vit2_p4_32: initial weights .* key"):
+        _fetch_init(tmp_path / "u", f"{url}/vit2_in1k.bin", pins)
