@@ -175,7 +175,11 @@ def first_mismatch(model: nn.Module, state: Mapping) -> str | None:
     keys in the file's order (unexpected). ``num_batches_tracked`` may be absent from files
     written before PyTorch 0.4.1; torch's own loader fills it in, so it is not reported here.
     """
-    expected = model.state_dict()
+    return _first_mismatch_of(model.state_dict(), state)
+
+
+def _first_mismatch_of(expected: Mapping, state: Mapping) -> str | None:
+    """first_mismatch between two state dicts (``expected`` is the model's side)."""
     for key, tensor in expected.items():
         if key not in state:
             if key.endswith("num_batches_tracked"):
@@ -235,19 +239,8 @@ def load_init_weights(model: nn.Module, path) -> int:
     head = classifier_keys(model)
     state = OrderedDict((k, v) for k, v in load_state_dict_file(path).items() if k not in head)
     body = OrderedDict((k, v) for k, v in model.state_dict().items() if k not in head)
-    for key, tensor in body.items():
-        if key not in state:
-            if key.endswith("num_batches_tracked"):
-                continue
-            raise CheckpointError(f"initial weights {where}: key {key!r} is missing from the "
-                                  "file")
-        if state[key].shape != tensor.shape:
-            raise CheckpointError(f"initial weights {where}: key {key!r} has shape "
-                                  f"{_shape(state[key])} in the file but {_shape(tensor)} in "
-                                  "the model")
-    extra = [k for k in state if k not in body]
-    if extra:
-        raise CheckpointError(f"initial weights {where}: key {extra[0]!r} in the file is not "
-                              "in the model")
+    problem = _first_mismatch_of(body, state)
+    if problem is not None:
+        raise CheckpointError(f"initial weights {where}: {problem}")
     model.load_state_dict(state, strict=False)
     return len(state)
