@@ -136,6 +136,17 @@ def group_outputs(group):
                       eval_csv_path(run))]
 
 
+def distill_requests():
+    """What `--set-resources` (a profile's `set-resources`, e.g. profiles/slurm) asks for a
+    `distill` job; a group of runs (distill_group_<n>) asks for the same. A profile cannot name
+    the group rules, which exist only for the plan and K at hand, so without this they would get
+    its defaults (on SLURM a 1-hour limit for up to 24 hours of training). The group is one
+    process on one GPU, as a distill job is. Empty where nothing is set."""
+    settings = workflow.resource_settings.overwrite_resources.get("distill") or {}
+    # values are snakemake Resource objects (their `raw`) or plain numbers and strings
+    return {name: getattr(value, "raw", value) for name, value in settings.items()}
+
+
 def group_members(group):
     """The members as the group script reads them (a param: a changed member reruns the group)."""
     return json.dumps([{"config": run.config, "ckpt_dir": run_dir(run),

@@ -65,7 +65,7 @@ for _n, _group in enumerate(PLAN.run_groups(RUNS_PER_GPU)):
             download=PLAN.download,
             jobs_per_gpu=JOBS_PER_GPU,
         resources:
-            gpu=1,
+            **{"gpu": 1, **distill_requests()},
         threads: 1
         log:
             f"logs/distill_group/{_n}.log",

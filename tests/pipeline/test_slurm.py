@@ -170,11 +170,12 @@ def results(repo: Path) -> dict[str, object]:
     return out
 
 
-def dry_run_resources(repo: Path, extra_env: dict[str, str]) -> tuple[int, str, dict]:
-    """``snakemake -n --profile profiles/slurm`` of the tiny plan: exit status, output and
+def dry_run_resources(repo: Path, extra_env: dict[str, str],
+                      config: tuple[str, ...] = ("plan=tiny",)) -> tuple[int, str, dict]:
+    """``snakemake -n --profile profiles/slurm --config CONFIG``: exit status, output and
     {rule: {resource: value}} as Snakemake resolved them from the profile."""
     proc = subprocess.run(SNAKEMAKE + ["-n", "--profile", "profiles/slurm", "--config",
-                                       "plan=tiny"], cwd=repo, capture_output=True, text=True,
+                                       *config], cwd=repo, capture_output=True, text=True,
                           env={**_env(None, {}), **extra_env}, timeout=600)
     out = proc.stdout + proc.stderr
     resources: dict[str, dict[str, str]] = {}
@@ -209,6 +210,15 @@ def test_profile_limits_lower_the_requests(tmp_path):
         assert {k: small[rule].get(k) for k in keys} == {
             "gpu": "1", "cpus_per_gpu": "1", "cpus_per_task": None, "mem_mb": "3000",
             "runtime": "30" if rule == "evaluate_teacher" else "45"}, (rule, small[rule])
+    # a group of runs (runs_per_gpu) asks for what distill asks for, limits included
+    (repo / "config/plans/tiny_seeds.yaml").write_text(yaml.safe_dump({**TINY, "seeds": [0, 1]}))
+    rc, out, grouped = dry_run_resources(repo, limits, ("plan=tiny_seeds", "runs_per_gpu=2"))
+    assert rc == 0, out[-3000:]
+    groups = [rule for rule in grouped if rule.startswith("distill_group_")]
+    assert groups, out[-3000:]
+    for rule in groups:
+        assert {k: grouped[rule].get(k) for k in keys} == {
+            k: small["distill"].get(k) for k in keys}, (rule, grouped[rule])
     rc, out, _ = dry_run_resources(repo, {**limits, "KDSRC_SLURM_MAX_MEM_MB": "16G"})
     assert rc != 0
     assert "KDSRC_SLURM_MAX_MEM_MB='16G': expected a whole number >= 1" in out.splitlines()[-1]
