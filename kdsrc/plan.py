@@ -67,6 +67,21 @@ RUN_SWITCHES = ("mode", "precision", "channels_last", "compile", "cuda_graph")
 MODE_OVERRIDES = next(s.choices for s in RUN_CHOICES if s.name == "mode")
 
 
+def cache_problem(cfg: dict[str, Any]) -> str | None:
+    """Why a run config cannot read a teacher cache (its recipe or its method), or None; what
+    the run itself finds when it opens one (kdsrc.engine.loop.build_run)."""
+    from .distillers import get_method
+    from .engine.recipe import cache_blocker
+
+    cfg = resolve_run_config(cfg)    # a canonical config leaves out what is at its default
+    problem = cache_blocker(cfg["solver"])
+    if problem is None and get_method(cfg["method"]["name"]).cache_needs_for(
+            dict(cfg["method"])) is None:
+        problem = (f"method {cfg['method']['name']!r} (with these settings) reads more of the "
+                   "teacher than a cache holds")
+    return problem
+
+
 def _needs_pretrained_views(config: dict[str, Any]) -> bool:
     from .distillers import get_method
 
@@ -320,11 +335,18 @@ class Plan:
             raw["teacher_cache"] = "auto"
         if teacher != NO_TEACHER and self.teacher_upsample(teacher) is not None:
             raw["teacher"]["upsample"] = self.teacher_upsample(teacher)
+        where = f"methods.{method}" + (f" ({teacher}->{student})" if override else "")
         try:
-            return canonical(resolve_run_config(raw))
+            resolved = resolve_run_config(raw)
         except ConfigError as e:
-            where = f"methods.{method}" + (f" ({teacher}->{student})" if override else "")
             raise ConfigError(f"{self.name}: {where}: {e} [kdsrc method {kd_method!r}]") from None
+        if scheme is not None:
+            problem = cache_problem(resolved)
+            if problem is not None:
+                # asked for by name: a run that would silently go online is another run
+                raise ConfigError(f"{self.name}: {where}: cache: {scheme}: its runs cannot read "
+                                  f"a teacher cache: {problem}")
+        return canonical(resolved)
 
     @cached_property
     def runs(self) -> list[Run]:

@@ -121,12 +121,11 @@ def teacher_caches(plan: Plan) -> list[tuple[str, str]]:
 
 def _reads_cache(run) -> bool:
     """Whether a run reads its teacher from a cache (so its steps run no teacher)."""
-    from .distillers import get_method
+    from .plan import cache_problem
 
     if run.teacher == NO_TEACHER or not run.config["teacher"].get("cache"):
         return False
-    method = get_method(run.config["method"]["name"])
-    return method.cache_needs_for(_settings(run.config)) is not None
+    return cache_problem(run.config) is None
 
 
 def measured_step_s(run, speeds: dict[str, Any], mode: str) -> tuple[float, str] | None:

@@ -424,7 +424,7 @@ class TeacherCache:
 
     def __init__(self, path: Path, meta: dict[str, Any], device: torch.device, logits, pooled,
                  variants: torch.Tensor | None, resident: bool,
-                 view_images: torch.Tensor | None = None):
+                 view_images: torch.Tensor | None = None, rows: torch.Tensor | None = None):
         self.path = path
         self.meta = meta
         self.device = device
@@ -444,6 +444,9 @@ class TeacherCache:
         self.view_images = view_images
         self._logits = logits     # tensor [N*V, C] (resident) or np memmap [N*V, C]
         self._pooled = pooled
+        #: restricted (:meth:`restrict`): the stored row of each of the run's training images,
+        #: int64 on the device; the stored arrays stay whole (no copy of a large cache)
+        self._rows = None if rows is None else rows.to(device)
         self._codes = None
         if variants is not None:
             self._codes = variant_code(variants[..., 0], variants[..., 1], variants[..., 2],
@@ -550,22 +553,18 @@ class TeacherCache:
 
     def restrict(self, rows: torch.Tensor) -> "TeacherCache":
         """The cache of the training images ``rows`` (ascending original indices) only: a run
-        with a validation split indexes its smaller training set from 0."""
+        with a validation split indexes its smaller training set from 0. The logits and pooled
+        features are read through a row map (a memory-mapped cache is not pulled into memory,
+        a resident one is not held twice); the per-image views and variants, which the loader
+        trains on, are taken at those rows."""
         rows = torch.as_tensor(rows, dtype=torch.int64).cpu()
-        n, v = self.num_samples, self.num_variants
-
-        def pick(flat):
-            if flat is None:
-                return None
-            if isinstance(flat, torch.Tensor):
-                return flat.view(n, v, -1)[rows.to(flat.device)].reshape(len(rows) * v, -1)
-            return np.asarray(flat).reshape(n, v, -1)[rows.numpy()].reshape(len(rows) * v, -1)
-
+        stored = rows if self._rows is None else self._rows.cpu()[rows]
         meta = {**self.meta, "num_samples": int(len(rows))}
-        return TeacherCache(self.path, meta, self.device, pick(self._logits), pick(self._pooled),
+        return TeacherCache(self.path, meta, self.device, self._logits, self._pooled,
                             None if self.variants is None else self.variants[rows],
                             self.resident,
-                            None if self.view_images is None else self.view_images[:, rows])
+                            None if self.view_images is None else self.view_images[:, rows],
+                            rows=stored)
 
     def slots(self, index: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
               flip: torch.Tensor | None, view: torch.Tensor | None = None) -> torch.Tensor:
@@ -598,8 +597,10 @@ class TeacherCache:
                pooled: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(logits [B, C], pooled [B, D] or None)`` as float32 on the cache's device.
         ``view``: each sample's stored view (the autoaugment scheme; its batches carry no crop)."""
-        flat = index.to(self.device).long() * self.num_variants + \
-            self.slots(index, dy, dx, flip, view)
+        stored = index.to(self.device).long()
+        if self._rows is not None:
+            stored = self._rows.index_select(0, stored)
+        flat = stored * self.num_variants + self.slots(index, dy, dx, flip, view)
         want_pooled = pooled and self._pooled is not None
         if self.resident:
             logits = self._logits.index_select(0, flat).float()

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import torch
 
 from ..cache import open_run_cache
+from ..cache.store import weights_sha256
 from ..cache.layout import stored_views_folder
 from ..config import (config_hash, resolve_model_solver, resolve_run_config,
                       uses_channels_last, uses_compile, wants_cuda_graph)
@@ -29,9 +30,11 @@ from ..errors import ConfigError
 from ..models import build_model, feature_dims, load_teacher
 from ..models.checkpoint import load_init_weights
 from ..models.upsample import upsample_inputs
+from ..teachers import sha256_file
 from .capture import StaticStep, run_capture_blocker
 from .epochs import ResumeFile, RunProgress, drain, epoch_steps, resume_from
-from .recipe import (build_mixup, build_optimizer, head_only_modes, mixes, normalization,
+from .recipe import (build_mixup, build_optimizer, cache_blocker, head_only_modes, mixes,
+                     normalization,
                      recipe_capture_blocker, resize_spec)
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .meter import EpochMeter, EpochTotals
@@ -128,8 +131,9 @@ def build_run(cfg: dict[str, Any], data: DatasetArrays, device: torch.device,
                                   cfg["teacher"].get("upsample"))
     method = dict(cfg["method"])
     teacher_cache, cache_note = None, "not asked for"
-    if use_cache and solver["image_size"] is not None:
-        cache_note = "each batch is resized: a random resized crop is not a cached variant"
+    blocker = cache_blocker(solver)
+    if use_cache and blocker is not None:
+        cache_note = blocker
     elif use_cache:
         teacher_cache, cache_note = open_run_cache(
             cfg, method=method["name"],
@@ -222,8 +226,9 @@ class RunWork:
     def __init__(self, cfg: dict[str, Any], parts: RunParts, loader: DeviceLoader,
                  test_loader: DeviceLoader, static: StaticStep | None, autocast,
                  paths: RunPaths, progress: Progress, val_loader: DeviceLoader | None = None,
-                 num_classes: int = 0):
+                 num_classes: int = 0, sources: dict[str, str | None] | None = None):
         self.cfg, self.parts, self.loader, self.test_loader = cfg, parts, loader, test_loader
+        self.sources = dict(sources or {})
         self.static, self.autocast, self.paths, self.progress = static, autocast, paths, progress
         solver = cfg["solver"]
         self.epochs = solver["epochs"]
@@ -299,9 +304,16 @@ class RunWork:
     def states(self) -> dict[str, Any]:
         return {"config": self.cfg, "distiller": self.parts.distiller.state_dict(),
                 "optimizer": self.parts.optimizer.state_dict(),
-                "teacher_cache_views": self.parts.cache_views}
+                "teacher_cache_views": self.parts.cache_views, "sources": self.sources}
 
     def load_states(self, state: dict[str, Any]) -> None:
+        # resume files written before "sources" was recorded carry none: nothing to compare
+        for key, old in (state.get("sources") or {}).items():
+            if old != self.sources.get(key):
+                raise ConfigError(
+                    f"{self.paths.last} was trained with another {SOURCE_WHAT[key]} "
+                    f"({_short(old)}, this run has {_short(self.sources.get(key))}); delete it "
+                    f"or pass --no-resume to start over")
         views = self.parts.cache_views
         if state.get("teacher_cache_views") != views:
             raise ConfigError(
@@ -311,6 +323,32 @@ class RunWork:
                 f"--no-resume")
         self.parts.distiller.load_state_dict(state["distiller"])
         self.parts.optimizer.load_state_dict(state["optimizer"])
+
+
+#: what each entry of a resume file's ``sources`` is, for the refusal's message
+SOURCE_WHAT = {"teacher_weights_sha256": "teacher (weights sha256)",
+               "init_sha256": "initial-weights file (sha256)",
+               "teacher_cache": "teacher-cache scheme"}
+
+
+def _short(value: str | None) -> str:
+    if value is None:
+        return "none"
+    return value[:12] if len(value) == 64 else value
+
+
+def run_sources(cfg: dict[str, Any], parts: RunParts,
+                init_weights: str | Path | None) -> dict[str, str | None]:
+    """What a run reads besides its config, by content: the teacher's weights (a teacher
+    retrained under the same name), the initial-weights file of a fine-tune, and the cache
+    scheme whose views the student trains on (a config hash names the teacher alone). A
+    resume file of other sources is refused: resuming it would finish another training."""
+    teacher = parts.distiller.teacher
+    cache = (cfg.get("teacher") or {}).get("cache")
+    return {"teacher_weights_sha256": weights_sha256(teacher) if teacher is not None else None,
+            "init_sha256": sha256_file(init_weights) if init_weights is not None else None,
+            "teacher_cache": (Path(cache).name if parts.cache_views is not None and cache
+                              else None)}
 
 
 def early_stop_due(history: list[dict[str, Any]], patience: int, after: int,
@@ -514,7 +552,8 @@ def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.
     step_kind, graph_note = _capturable(cfg, step_kind, parts, progress)
 
     work = RunWork(cfg, parts, train_loader, test_loader, None, autocast, paths, progress,
-                   val_loader=val_loader, num_classes=data.num_classes)
+                   val_loader=val_loader, num_classes=data.num_classes,
+                   sources=run_sources(cfg, parts, init_weights))
     last = resume_file(paths, chash)
     done = resume_from(last, work, "test_top1", progress) if resume and last.exists() \
         else RunProgress()

@@ -73,6 +73,30 @@ def mixes(solver: dict[str, Any]) -> bool:
     return solver["mixup_alpha"] > 0 or solver["cutmix_alpha"] > 0
 
 
+def augments_per_image(solver: dict[str, Any]) -> bool:
+    """Whether the recipe draws augmentations beyond crop and flip for every image."""
+    return bool(solver["randaugment"] != "off" or solver["autoaugment"] != "off"
+                or solver["color_jitter"] or solver["random_erasing"])
+
+
+def cache_blocker(solver: dict[str, Any]) -> str | None:
+    """Why a teacher cache cannot stand for the teacher online in this recipe, or None. A
+    cache holds the teacher's outputs on the stored images and their crop/flip variants,
+    normalised with the dataset's statistics; a recipe that shows the teacher anything else
+    needs it online."""
+    if solver["image_size"] is not None:
+        return "each batch is resized: a random resized crop is not a cached variant"
+    if mixes(solver):
+        return "mixup/cutmix: the teacher sees the mixed images, which no cache holds"
+    if augments_per_image(solver):
+        return ("each image is augmented afresh (autoaugment, randaugment, color_jitter or "
+                "random_erasing): not a cached variant")
+    if solver["normalize"] != "dataset":
+        return (f"normalize: {solver['normalize']} (a cache holds the teacher's outputs on "
+                "images normalised with the dataset's statistics)")
+    return None
+
+
 def build_mixup(solver: dict[str, Any], num_classes: int):
     """timm's ``Mixup`` (per batch, as RSD's loader) or None when neither mixup nor cutmix is on.
 
@@ -122,7 +146,6 @@ def recipe_capture_blocker(solver: dict[str, Any]) -> str | None:
         return "mixup/cutmix (drawn on the host per batch)"
     if solver["image_size"] is not None:
         return "resizing each batch (the captured step crops the stored images)"
-    if (solver["randaugment"] != "off" or solver["autoaugment"] != "off"
-            or solver["color_jitter"] or solver["random_erasing"]):
+    if augments_per_image(solver):
         return "image augmentations beyond crop and flip (drawn per image)"
     return None

@@ -144,6 +144,28 @@ def test_method_without_cache_needs_runs_the_teacher(exact_cache, digits_teacher
     assert any("teacher cache: not used" in t and "reads more" in t for t in prog.lines)
 
 
+@pytest.mark.parametrize("solver, why", [
+    ({"color_jitter": 0.4}, "augmented afresh"),
+    ({"mixup_alpha": 0.8}, "mixup/cutmix"),
+    ({"normalize": "imagenet"}, "normalize: imagenet"),
+])
+def test_a_recipe_the_cache_cannot_stand_for_runs_the_teacher(exact_cache, digits_teacher, subset,
+                                                              tmp_path, monkeypatch, solver, why):
+    """Per-image augmentation, mixing or another normalisation shows the teacher images no
+    cache holds: the run asks the teacher online (and says why) instead of reading the
+    outputs of other images."""
+    monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: subset)
+    prog = step_losses()
+    record = train({"dataset": "digits", "student": "resnet8", "method": "kd",
+                    "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher),
+                                "cache": str(exact_cache)},
+                    "solver": {"epochs": 1, "batch_size": BATCH, **solver}},
+                   RunPaths.in_dir(tmp_path), device="cpu", progress=prog)
+    assert record["teacher_cache_used"] is False
+    assert any(t.startswith("teacher cache: not used") and why in t for t in prog.lines), \
+        prog.lines
+
+
 def test_multiview_lookups_equal_online_teacher(views_cache, teacher, subset):
     cache = TeacherCache.open(views_cache, "cpu", teacher="resnet8", dataset="digits", data=subset)
     assert cache.variants.shape == (N_TRAIN, 3, 3) and cache.num_variants == 3

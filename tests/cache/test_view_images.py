@@ -57,6 +57,20 @@ def test_the_cache_stores_the_views_and_the_teacher_outputs_on_them(tmp_path):
     got, _ = sub.lookup(torch.tensor([0, 1, 2]), None, None, None, view=torch.tensor([1, 1, 0]))
     want, _ = cache.lookup(rows, None, None, None, view=torch.tensor([1, 1, 0]))
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # resident or memory-mapped, a restricted cache reads the stored arrays through its row map
+    # (no copy of them), and restricting twice composes the maps
+    for resident in (True, False):
+        whole = TeacherCache.open(out, teacher="pix", data=data, resident=resident)
+        sub = whole.restrict(rows)
+        assert sub._logits is whole._logits and sub._pooled is whole._pooled
+        twice = sub.restrict(torch.tensor([0, 2]))
+        got, got_pooled = twice.lookup(torch.tensor([1, 0]), None, None, None,
+                                       view=torch.tensor([2, 1]))
+        want, want_pooled = whole.lookup(torch.tensor([3, 0]), None, None, None,
+                                         view=torch.tensor([2, 1]))
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        torch.testing.assert_close(got_pooled, want_pooled, rtol=0, atol=0)
+        assert torch.equal(twice.view_images, views[:, torch.tensor([0, 3])])
 
 
 def test_the_loader_trains_on_one_stored_view_per_epoch():

@@ -80,6 +80,35 @@ def test_resume_refuses_a_foreign_checkpoint(tmp_path):
     train({**base, "seed": 5}, paths, device="cpu", progress=QUIET, resume=False)
 
 
+def test_resume_refuses_a_checkpoint_of_other_teacher_or_initial_weights(tmp_path,
+                                                                         digits_teacher):
+    """A teacher retrained under the same name, or a fine-tune's new initial weights, leave the
+    config hash as it was: the resume file records them by content and refuses to finish the
+    old training with them (which would publish the old weights as the new run's)."""
+    state = load_state_dict_file(digits_teacher)
+    other = tmp_path / "other.pt"
+    torch.save({"model": {**state, "fc.bias": state["fc.bias"] + 1}}, other)
+    same = tmp_path / "same.pt"
+    torch.save({"model": state}, same)     # the same weights in another file: the same source
+    kd = {"dataset": "digits", "student": "resnet8", "method": {"name": "kd"},
+          "solver": {"epochs": 1}, "teacher": {"name": "resnet8", "checkpoint": str(digits_teacher)}}
+    paths = RunPaths.in_dir(tmp_path / "kd")
+    first = train(kd, paths, device="cpu", progress=QUIET)
+    again = train({**kd, "teacher": {"name": "resnet8", "checkpoint": str(same)}}, paths,
+                  device="cpu", progress=QUIET)
+    assert again["top1_last"] == first["top1_last"]
+    with pytest.raises(ConfigError, match=r"another teacher \(weights sha256\).*--no-resume"):
+        train({**kd, "teacher": {"name": "resnet8", "checkpoint": str(other)}}, paths,
+              device="cpu", progress=QUIET)
+    vanilla = {"dataset": "digits", "student": "resnet8", "method": "vanilla",
+               "solver": {"epochs": 1, "trainable": "head"}}
+    paths = RunPaths.in_dir(tmp_path / "finetune")
+    train(vanilla, paths, device="cpu", progress=QUIET, init_weights=digits_teacher)
+    with pytest.raises(ConfigError, match=r"another initial-weights file \(sha256\)"):
+        train(vanilla, paths, device="cpu", progress=QUIET, init_weights=other)
+    train(vanilla, paths, device="cpu", progress=QUIET, init_weights=other, resume=False)
+
+
 def test_completed_run_is_not_retrained(tmp_path):
     paths = RunPaths.in_dir(tmp_path)
     cfg = {"dataset": "digits", "student": "resnet8", "method": "vanilla", "solver": {"epochs": 1}}

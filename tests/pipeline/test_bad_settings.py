@@ -34,6 +34,13 @@ def _with_method(entry: str, method: dict, *, solver: dict | None = None) -> dic
     return data
 
 
+def _reading_cache(scheme: str, method: dict, *, solver: dict | None = None) -> dict:
+    """The tiny plan with an entry ``kdc`` whose runs read the teacher cache ``scheme``."""
+    data = _with_method("kdc", method, solver=solver)
+    data["methods"]["kdc"]["cache"] = scheme
+    return data
+
+
 # (plan, words the error must hold: the entry, the key, the value, what is allowed)
 BAD_PLANS = {
     "kd negative temperature": (_with_method("kd", {"name": "kd", "temperature": -4}),
@@ -94,6 +101,20 @@ BAD_PLANS = {
     "teacher's solver": ({**TINY, "teachers": {"resnet8": {"source": "pretrain",
                                                            "solver": {"momentum": NAN}}}},
                          ["teachers.resnet8", "solver.momentum", "nan"]),
+    # a cache asked for by name that its runs could not read: they would train on something
+    # else (the stored views are their training data) or without it, after the cache was built
+    "stored views with per-image augmentation": (
+        _reading_cache("autoaugment-2", {"name": "kd"}, solver={"color_jitter": 0.4}),
+        ["methods.kdc", "cache: autoaugment-2", "cannot read a teacher cache", "color_jitter"]),
+    "a cache with mixup": (
+        _reading_cache("exact", {"name": "kd"}, solver={"mixup_alpha": 0.8}),
+        ["methods.kdc", "cache: exact", "mixup/cutmix"]),
+    "a cache with another normalisation": (
+        _reading_cache("autoaugment-2", {"name": "kd"}, solver={"normalize": "imagenet"}),
+        ["methods.kdc", "normalize: imagenet", "dataset's statistics"]),
+    "a cache for a method that reads more of the teacher": (
+        _reading_cache("autoaugment-2", {"name": "reviewkd"}),
+        ["methods.kdc", "cache: autoaugment-2", "method 'reviewkd'", "more of the teacher"]),
     "unknown mode": ({**TINY, "mode": "turbo"}, ["mode", "'turbo' is not allowed",
                                                   "reference, fast"]),
 }
