@@ -2,7 +2,7 @@
 and that each runs there (the GPU check of the transformer branch's new paths).
 
 1. the head-only fine-tune of the ViT-S teacher at 224 px (``upsample: 224``, AdamW, bf16);
-2. the autoaugment-K teacher cache: making the K views (AutoAugment per image, on the host) and
+2. the autoaugment-K teacher cache: making the K views (crop, flip, AutoAugment) and
    the teacher's forwards at 224 px on them;
 3. KD of the small ViT on the cache, one stored view per epoch, with a validation split;
 4. KD with the teacher online at 224 px on fresh crop + flip + AutoAugment.

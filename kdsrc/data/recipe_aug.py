@@ -166,11 +166,59 @@ def randaugment_timm(images: torch.Tensor, draws: dict[str, torch.Tensor],
 
 
 def autoaugment_cifar10(images_u8: torch.Tensor) -> torch.Tensor:
-    """torchvision's AutoAugment (CIFAR-10 policy), one policy draw per image; uint8 in and out."""
+    """torchvision's AutoAugment (CIFAR-10 policy), one policy draw per image; uint8 in and out.
+
+    The images equal those of calling torchvision's transform on each image in turn: its draws
+    (sub-policy, whether each operation applies, the sign of its magnitude) are made in its
+    order from the global generator, and its own operations run on the images. Each operation
+    runs once on all the images that drew it with the same magnitude (at most a few dozen
+    calls per batch instead of several per image: on a GPU, per-image calls are bound by their
+    kernel launches)."""
     from torchvision.transforms import v2
 
     aa = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
-    return torch.stack([aa(img) for img in images_u8])
+    if not all(hasattr(aa, a) for a in _TORCHVISION_AUTOAUGMENT):  # another torchvision layout
+        return torch.stack([aa(img) for img in images_u8])
+    h, w = images_u8.shape[-2:]
+    spaces = {tid: (fn(10, h, w), signed) for tid, (fn, signed) in
+              aa._AUGMENTATION_SPACE.items()}
+    draws = [_autoaugment_draw(aa._policies, spaces) for _ in range(len(images_u8))]
+    out = images_u8.clone()
+    for stage in range(max((len(d) for d in draws), default=0)):
+        groups: dict[tuple[str, float], list[int]] = {}
+        for i, d in enumerate(draws):
+            if stage < len(d) and d[stage] is not None:
+                groups.setdefault(d[stage], []).append(i)
+        for (tid, magnitude), rows in groups.items():
+            idx = torch.tensor(rows, device=out.device)
+            out[idx] = aa._apply_image_or_video_transform(
+                out[idx], tid, magnitude, interpolation=aa.interpolation, fill=aa._fill)
+    return out
+
+
+#: what :func:`autoaugment_cifar10` reads of torchvision's v2.AutoAugment (torchvision 0.15+)
+_TORCHVISION_AUTOAUGMENT = ("_policies", "_AUGMENTATION_SPACE", "_apply_image_or_video_transform",
+                            "_fill", "interpolation")
+
+
+def _autoaugment_draw(policies, spaces) -> list[tuple[str, float] | None]:
+    """One image's draws, as torchvision's AutoAugment.forward makes them: a sub-policy, then
+    for each of its operations whether it applies and, if it applies and is signed, the sign;
+    ``(operation, magnitude)`` per step, None where it does not apply."""
+    policy = policies[int(torch.randint(len(policies), ()))]
+    steps: list[tuple[str, float] | None] = []
+    for tid, probability, magnitude_idx in policy:
+        if not torch.rand(()) <= probability:
+            steps.append(None)
+            continue
+        magnitudes, signed = spaces[tid]
+        magnitude = 0.0
+        if magnitudes is not None:
+            magnitude = float(magnitudes[magnitude_idx])
+            if signed and torch.rand(()) <= 0.5:
+                magnitude *= -1
+        steps.append((tid, magnitude))
+    return steps
 
 
 def colour_jitter(images_u8: torch.Tensor, strength: float) -> torch.Tensor:

@@ -96,16 +96,32 @@ def test_skipped_ops_leave_the_image_alone():
     assert torch.equal(randaugment_timm(imgs.float(), d, FILL), imgs.float())
 
 
-def test_autoaugment_and_jitter_are_torchvisions_per_image():
+def test_autoaugment_and_jitter_are_torchvisions_per_image(monkeypatch):
+    """The batched AutoAugment gives exactly torchvision's images, image by image, from the
+    same global seed (its draws, its order, its operations), and runs each operation on
+    groups of images rather than once per image."""
     from torchvision.transforms import v2
 
-    imgs = _images(n=4, size=32)
+    imgs = _images(n=300, size=32)
+    calls = []
+    apply = v2.AutoAugment._apply_image_or_video_transform
+
+    def counting(self, image, *args, **kwargs):
+        calls.append(len(image))
+        return apply(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(v2.AutoAugment, "_apply_image_or_video_transform", counting)
     torch.manual_seed(5)
     ours = autoaugment_cifar10(imgs)
+    batched = list(calls)
     torch.manual_seed(5)
     aa = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
     assert torch.equal(ours, torch.stack([aa(i) for i in imgs]))
     assert ours.dtype == torch.uint8 and ours.shape == imgs.shape
+    # every application torchvision makes image by image is made once, in groups: at most one
+    # call per (step, operation, magnitude) of the 25 sub-policies, not one per image
+    assert sum(batched) == len(calls) - len(batched)
+    assert len(batched) <= 2 * 2 * 25 and sum(batched) > 3 * len(batched)
     torch.manual_seed(6)
     jit = colour_jitter(imgs, 0.4)
     assert jit.shape == imgs.shape and not torch.equal(jit, imgs)
