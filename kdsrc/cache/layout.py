@@ -15,6 +15,7 @@ retrained (README "Teacher cache").
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -55,10 +56,18 @@ def stored_views(folder: str) -> int | None:
 
 
 def stored_views_folder(cfg: dict) -> bool:
-    """Whether a run config's ``teacher.cache`` is an ``autoaugment-K`` folder: its stored
-    views are the run's training data (a run must read it, never fall back)."""
+    """Whether a run config's ``teacher.cache`` holds stored augmented views (an
+    ``autoaugment-K`` folder, or a folder of another name whose meta.json says so): they are
+    the run's training data, so a run must read it and never fall back."""
     path = (cfg.get("teacher") or {}).get("cache")
-    return bool(path) and stored_views(Path(path).name) is not None
+    if not path:
+        return False
+    if stored_views(Path(path).name) is not None:
+        return True
+    try:
+        return json.loads((Path(path) / META).read_text()).get("scheme") == "autoaugment"
+    except (OSError, ValueError, AttributeError):
+        return False    # no cache there (yet), or not one: nothing it could be trained on
 
 
 def legacy_caches(results: str | Path = "results") -> list[Path]:

@@ -98,11 +98,18 @@ def test_the_loader_trains_on_one_stored_view_per_epoch():
         augmenting.set_view_images(views)
 
 
-def test_folder_names():
+def test_folder_names(tmp_path):
     assert stored_views("autoaugment-5") == 5 and stored_views("views-5") is None
     assert stored_views_folder({"teacher": {"cache": "results/cache/d/t/autoaugment-1"}})
     assert not stored_views_folder({"teacher": {"cache": "results/cache/d/t/exact"}})
     assert not stored_views_folder({"teacher": None})
+    # a stored-views cache moved to a folder of another name is still one (its meta.json)
+    renamed = tmp_path / "my-views"
+    renamed.mkdir()
+    (renamed / "meta.json").write_text('{"scheme": "autoaugment", "views": 2}')
+    assert stored_views_folder({"teacher": {"cache": str(renamed)}})
+    (renamed / "meta.json").write_text('{"scheme": "views", "views": 2}')
+    assert not stored_views_folder({"teacher": {"cache": str(renamed)}})
 
 
 def test_a_run_trains_on_the_stored_views_with_a_validation_split(tmp_path, digits_teacher):
