@@ -311,7 +311,7 @@ class RunWork:
         for key, old in (state.get("sources") or {}).items():
             if old != self.sources.get(key):
                 raise ConfigError(
-                    f"{self.paths.last} was trained with another {SOURCE_WHAT[key]} "
+                    f"{self.paths.last} was trained with another {_source_what(key)} "
                     f"({_short(old)}, this run has {_short(self.sources.get(key))}); delete it "
                     f"or pass --no-resume to start over")
         views = self.parts.cache_views
@@ -331,6 +331,12 @@ SOURCE_WHAT = {"teacher_weights_sha256": "teacher (weights sha256)",
                "teacher_cache": "teacher-cache scheme"}
 
 
+def _source_what(key: str) -> str:
+    if key.startswith("method."):
+        return f"file of {key} (sha256)"
+    return SOURCE_WHAT.get(key, key)
+
+
 def _short(value: str | None) -> str:
     if value is None:
         return "none"
@@ -340,15 +346,19 @@ def _short(value: str | None) -> str:
 def run_sources(cfg: dict[str, Any], parts: RunParts,
                 init_weights: str | Path | None) -> dict[str, str | None]:
     """What a run reads besides its config, by content: the teacher's weights (a teacher
-    retrained under the same name), the initial-weights file of a fine-tune, and the cache
-    scheme whose views the student trains on (a config hash names the teacher alone). A
-    resume file of other sources is refused: resuming it would finish another training."""
+    retrained under the same name), the initial-weights file of a fine-tune, the files of
+    method settings ending in ``_checkpoint`` (e.g. Angular-KD's stage-1 views) and the cache
+    scheme whose views the student trains on (a config hash names the teacher alone and leaves
+    file locations out). A resume file of other sources is refused: resuming it would finish
+    another training."""
     teacher = parts.distiller.teacher
     cache = (cfg.get("teacher") or {}).get("cache")
+    files = {f"method.{k}": sha256_file(v) for k, v in sorted(cfg["method"].items())
+             if k.endswith("_checkpoint") and v}
     return {"teacher_weights_sha256": weights_sha256(teacher) if teacher is not None else None,
             "init_sha256": sha256_file(init_weights) if init_weights is not None else None,
             "teacher_cache": (Path(cache).name if parts.cache_views is not None and cache
-                              else None)}
+                              else None), **files}
 
 
 def early_stop_due(history: list[dict[str, Any]], patience: int, after: int,

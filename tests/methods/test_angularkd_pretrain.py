@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 
 import pytest
@@ -81,6 +82,21 @@ def test_distillation_from_frozen_pretrained_views(tmp_path, digits_teacher, vie
     n_opt = len(torch.load(paths.last, weights_only=True)["optimizer"]["param_groups"][0]["params"])
     from kdsrc.models import build_model
     assert n_opt == len(list(build_model("resnet8", num_classes=10).parameters()))
+    # the resume file records the views file by content: other views under the same setting
+    # (stage 1 rerun) are refused, a copy of the file resumes
+    from kdsrc.teachers import sha256_file
+
+    last = torch.load(paths.last, weights_only=True)
+    assert last["sources"]["method.views_checkpoint"] == sha256_file(views_file)
+    same = tmp_path / "same_views.pt"
+    shutil.copy(views_file, same)
+    train(_config(digits_teacher, same), paths, device="cpu", progress=QUIET)
+    raw = torch.load(views_file, weights_only=True)
+    raw["views"]["generators.0.weight"] = raw["views"]["generators.0.weight"] + 1
+    other = tmp_path / "other_views.pt"
+    torch.save(raw, other)
+    with pytest.raises(ConfigError, match=r"another file of method.views_checkpoint \(sha256\)"):
+        train(_config(digits_teacher, other), paths, device="cpu", progress=QUIET)
 
 
 def test_views_file_must_match_the_run(tmp_path, digits_teacher, views_file):
