@@ -13,6 +13,16 @@ class ConfigError(KdsrcError, ValueError):
     """A run config or plan is invalid (missing key, wrong type, unknown value)."""
 
 
+class StaleResumeError(ConfigError):
+    """A resume file written by another training (another config, other inputs): resuming it
+    would finish that training. ``path`` is the file, ``reason`` how it differs ("was written
+    by ...", "was trained with ...")."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path} {reason}; delete it or pass --no-resume to start over")
+
+
 class UnknownNameError(ConfigError, KeyError):
     """An unknown model, method or dataset name. The message lists the valid names."""
 

@@ -12,4 +12,4 @@ with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as 
     train(json.loads(sm.params.config),
           RunPaths(Path(sm.params.ckpt_dir), Path(sm.output.eval), Path(sm.output.log_csv)),
           device=device, data_root=sm.params.data_root, download=sm.params.download,
-          method_label=sm.wildcards.method)
+          method_label=sm.wildcards.method, stale_resume="restart")

@@ -15,4 +15,4 @@ members = [GroupMember(m["config"], RunPaths(Path(m["ckpt_dir"]), Path(m["eval"]
            for m in json.loads(sm.params.members)]
 with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as device:
     train_group(members, device=device, data_root=sm.params.data_root,
-                download=sm.params.download)
+                download=sm.params.download, stale_resume="restart")

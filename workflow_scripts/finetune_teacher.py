@@ -15,6 +15,6 @@ with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as 
     record = train(json.loads(sm.params.config),
                    RunPaths(run_dir, run_dir / "eval.json", Path(sm.output.log_csv)),
                    device=device, data_root=sm.params.data_root, download=sm.params.download,
-                   init_weights=sm.input.init)
+                   init_weights=sm.input.init, stale_resume="restart")
     write_finetune_source(run_dir, sm.input.init_source, sm.output.model, sm.output.source,
                           record["config_hash"])

@@ -13,5 +13,6 @@ run_dir = Path(sm.params.run_dir)
 with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as device:
     record = train(json.loads(sm.params.config),
                    RunPaths(run_dir, run_dir / "eval.json", Path(sm.output.log_csv)),
-                   device=device, data_root=sm.params.data_root, download=sm.params.download)
+                   device=device, data_root=sm.params.data_root, download=sm.params.download,
+                   stale_resume="restart")
     write_pretrain_source(run_dir, sm.output.model, sm.output.source, record["config_hash"])

@@ -19,7 +19,7 @@ from typing import Any, Callable, Generator, Protocol
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError, StaleResumeError
 from .io import atomic_torch_save
 from .meter import EpochTotals
 from .progress import Progress
@@ -94,8 +94,8 @@ class ResumeFile:
         if not isinstance(state, dict) or state.get("format") != self.format:
             raise CheckpointError(f"{self.path} is not a kdsrc resume file ({self.format})")
         if state.get(self.key) != self.value:
-            raise ConfigError(f"{self.path} was written by {self.written_by(state.get(self.key))}"
-                              f"; delete it or pass --no-resume to start over")
+            raise StaleResumeError(self.path,
+                                   f"was written by {self.written_by(state.get(self.key))}")
         return state
 
     def save(self, epoch: int, states: dict[str, Any], done: RunProgress) -> None:

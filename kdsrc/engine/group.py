@@ -56,9 +56,11 @@ class _Running:
 
 def train_group(members: list[GroupMember], *, device: str | torch.device = "auto",
                 data_root: str | Path = "data", download: bool = False, resume: bool = True,
-                arrays: DatasetArrays | None = None) -> list[dict[str, Any]]:
+                arrays: DatasetArrays | None = None,
+                stale_resume: str = "refuse") -> list[dict[str, Any]]:
     """Train ``members`` (one dataset) in one process, one step of each in turn; their eval
-    records, in order. One member is exactly :func:`~kdsrc.engine.loop.train`."""
+    records, in order. One member is exactly :func:`~kdsrc.engine.loop.train` (``resume`` and
+    ``stale_resume`` as there)."""
     if not members:
         raise ConfigError("runs_per_gpu: a group needs at least one run")
     datasets = {m.config.get("dataset") for m in members}
@@ -70,7 +72,8 @@ def train_group(members: list[GroupMember], *, device: str | torch.device = "aut
     running = []
     for m in members:
         job = prepare_run(m.config, m.paths, device=dev, resume=resume, progress=m.progress,
-                          method_label=m.method_label, arrays=arrays)
+                          method_label=m.method_label, arrays=arrays,
+                          stale_resume=stale_resume)
         stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
         running.append(_Running(str(m.paths.ckpt_dir), job, job.steps(), rng_state(), stream))
     active = list(running)

@@ -26,7 +26,7 @@ from ..config import (config_hash, resolve_model_solver, resolve_run_config,
 from ..data import DatasetArrays, DeviceLoader, load_dataset
 from ..data.recipe_aug import PixelAugment
 from ..distillers import DistillContext, StepState, build_distiller, get_method
-from ..errors import ConfigError
+from ..errors import ConfigError, StaleResumeError
 from ..models import build_model, feature_dims, load_teacher
 from ..models.checkpoint import load_init_weights
 from ..models.upsample import upsample_inputs
@@ -310,20 +310,21 @@ class RunWork:
         # resume files written before "sources" was recorded carry none: nothing to compare
         for key, old in (state.get("sources") or {}).items():
             if old != self.sources.get(key):
-                raise ConfigError(
-                    f"{self.paths.last} was trained with another {_source_what(key)} "
-                    f"({_short(old)}, this run has {_short(self.sources.get(key))}); delete it "
-                    f"or pass --no-resume to start over")
+                raise StaleResumeError(
+                    self.paths.last, f"was trained with another {_source_what(key)} "
+                    f"({_short(old)}, this run has {_short(self.sources.get(key))})")
         views = self.parts.cache_views
         if state.get("teacher_cache_views") != views:
-            raise ConfigError(
-                f"{self.paths.last} was trained with teacher-cache views "
+            raise StaleResumeError(
+                self.paths.last, f"was trained with teacher-cache views "
                 f"{state.get('teacher_cache_views')}, this run has {views} (a multi-view "
-                f"cache changes what the student sees); point teacher.cache back or pass "
-                f"--no-resume")
+                f"cache changes what the student sees; or point teacher.cache back)")
         self.parts.distiller.load_state_dict(state["distiller"])
         self.parts.optimizer.load_state_dict(state["optimizer"])
 
+
+#: ``stale_resume`` of :func:`train`
+STALE_RESUME = ("refuse", "restart")
 
 #: what each entry of a resume file's ``sources`` is, for the refusal's message
 SOURCE_WHAT = {"teacher_weights_sha256": "teacher (weights sha256)",
@@ -478,8 +479,14 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
           data_root: str | Path = "data", download: bool = False, resume: bool = True,
           progress: Progress | None = None, method_label: str | None = None,
           arrays: DatasetArrays | None = None, step_kind: str | None = None,
-          init_weights: str | Path | None = None) -> dict[str, Any]:
+          init_weights: str | Path | None = None,
+          stale_resume: str = "refuse") -> dict[str, Any]:
     """Train one run; return its eval record (also written to ``paths.eval_json``).
+
+    ``stale_resume``: what to do with a ``last.pt`` of another training (another config or
+    other inputs: :class:`~kdsrc.errors.StaleResumeError`): ``refuse`` (an error; the CLI) or
+    ``restart`` (say so and train from the start; the pipeline, where a job reruns precisely
+    because its config or inputs changed).
 
     ``init_weights``: a checkpoint the student starts from (a fine-tune), every tensor but its
     classifier's loaded strictly (:func:`~kdsrc.models.checkpoint.load_init_weights`); a resumed
@@ -500,7 +507,8 @@ def train(config: dict[str, Any], paths: RunPaths, *, device: str | torch.device
     """
     job = prepare_run(config, paths, device=device, data_root=data_root, download=download,
                       resume=resume, progress=progress, method_label=method_label,
-                      arrays=arrays, step_kind=step_kind, init_weights=init_weights)
+                      arrays=arrays, step_kind=step_kind, init_weights=init_weights,
+                      stale_resume=stale_resume)
     drain(job.steps())
     return job.finish()
 
@@ -509,10 +517,14 @@ def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.
                 data_root: str | Path = "data", download: bool = False, resume: bool = True,
                 progress: Progress | None = None, method_label: str | None = None,
                 arrays: DatasetArrays | None = None, step_kind: str | None = None,
-                init_weights: str | Path | None = None) -> RunJob:
+                init_weights: str | Path | None = None,
+                stale_resume: str = "refuse") -> RunJob:
     """Everything :func:`train` does before the first step (same arguments): resolve the
     config, seed, load the data, build the run, resume it. Draws from the global RNGs in the
     order :func:`train` always has."""
+    if stale_resume not in STALE_RESUME:
+        raise ConfigError(f"stale_resume: expected one of {', '.join(STALE_RESUME)}, got "
+                          f"{stale_resume!r}")
     cfg = resolve_run_config(config)
     chash = config_hash(cfg)
     progress = progress or Progress()
@@ -565,8 +577,16 @@ def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.
                    val_loader=val_loader, num_classes=data.num_classes,
                    sources=run_sources(cfg, parts, init_weights))
     last = resume_file(paths, chash)
-    done = resume_from(last, work, "test_top1", progress) if resume and last.exists() \
-        else RunProgress()
+    done = RunProgress()
+    if resume and last.exists():
+        try:
+            done = resume_from(last, work, "test_top1", progress)
+        except StaleResumeError as e:
+            if stale_resume == "refuse":
+                raise
+            # nothing was loaded: the run is as a fresh one is here; last.pt is replaced after
+            # its first epoch
+            progress.line(f"not resuming: {e.path} {e.reason}; training from the start")
     if step_kind != "ordinary":   # after a resume: its buffers are the resumed optimizer's
         work.static = StaticStep(distiller, optimizer, train_loader, epochs=solver["epochs"],
                                  autocast_dtype=torch.bfloat16 if autocast else None,

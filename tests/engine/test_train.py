@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 
@@ -12,7 +13,7 @@ import torch
 
 from kdsrc.data import load_dataset
 from kdsrc.engine import RECORD_FIELDS, Progress, RunPaths, train
-from kdsrc.errors import ConfigError, NonFiniteLossError
+from kdsrc.errors import ConfigError, NonFiniteLossError, StaleResumeError
 from kdsrc.models import load_state_dict_file
 from kdsrc_testutil import TEACHER_FLOOR, assert_learned
 
@@ -74,10 +75,21 @@ def test_resume_refuses_a_foreign_checkpoint(tmp_path):
     paths = RunPaths.in_dir(tmp_path)
     base = {"dataset": "digits", "student": "resnet8", "method": "vanilla",
             "solver": {"epochs": 1}}
-    train(base, paths, device="cpu", progress=QUIET)
-    with pytest.raises(ConfigError, match="different run config"):
+    first = train(base, paths, device="cpu", progress=QUIET)
+    with pytest.raises(StaleResumeError, match="different run config"):
         train({**base, "seed": 5}, paths, device="cpu", progress=QUIET)
     train({**base, "seed": 5}, paths, device="cpu", progress=QUIET, resume=False)
+    # the pipeline's choice: a resume file of another training is not resumed but replaced,
+    # and the run is exactly a fresh one
+    text = io.StringIO()
+    again = train(base, paths, device="cpu", progress=Progress(text),
+                  stale_resume="restart")
+    assert "not resuming: " in text.getvalue() and "different run config" in text.getvalue()
+    assert "resuming from" not in text.getvalue()
+    assert again["top1_last"] == first["top1_last"]
+    assert torch.load(paths.last, weights_only=True)["config_hash"] == first["config_hash"]
+    with pytest.raises(ConfigError, match="stale_resume: expected one of refuse, restart"):
+        train(base, paths, device="cpu", progress=QUIET, stale_resume="ignore")
 
 
 def test_resume_refuses_a_checkpoint_of_other_teacher_or_initial_weights(tmp_path,

@@ -66,3 +66,17 @@ def test_groups_train_the_same_runs_as_single_jobs(tmp_path):
             assert "Nothing to be done" in again.stdout + again.stderr
         results[k] = _logs(repo)
     assert len(results[1]) == 4 and results[1] == results[2]
+
+    # a changed method entry reruns its jobs, whose last.pt belongs to the old config: they train
+    # from the start (the pipeline's stale_resume="restart"), the other runs stay as they are
+    repo = tmp_path / "k1"
+    edited = {**PLAN, "methods": {**PLAN["methods"],
+                                  "kd": {"method": {"name": "kd", "temperature": 2.0}}}}
+    (repo / "config/plans/groups.yaml").write_text(yaml.safe_dump(edited))
+    out = run(SNAKEMAKE + ["--cores", "2", "runs", "--config", "plan=groups"], repo, timeout=1200)
+    assert job_stats(out.stdout + out.stderr).get("distill") == 2
+    for seed in (0, 1):
+        log = (repo / f"logs/distill/digits/resnet8/resnet8/kd/seed{seed}.log").read_text()
+        assert "not resuming: " in log and "a different run config" in log, log[-2000:]
+        assert "resuming from" not in log
+    assert _logs(repo) != results[1]
