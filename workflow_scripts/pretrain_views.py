@@ -11,4 +11,4 @@ with job(sm.log[0], threads=sm.threads, jobs_per_gpu=sm.params.jobs_per_gpu) as 
     cfg = json.loads(sm.params.config)
     pretrain_views(cfg["teacher"]["name"], sm.input.teacher, cfg["dataset"], cfg["method"],
                    sm.output[0], device=device, data_root=sm.params.data_root,
-                   download=sm.params.download, seed=cfg["seed"])
+                   download=sm.params.download, seed=cfg["seed"], stale_resume="restart")

@@ -40,7 +40,8 @@ from ..config import apply_overrides
 from ..data import DeviceLoader, load_dataset
 from ..engine.io import atomic_torch_save
 from ..engine.loop import resolve_device
-from ..engine.epochs import ResumeFile, RunProgress, resume_from, run_epochs
+from ..engine.epochs import (ResumeFile, RunProgress, check_stale_resume, run_epochs,
+                             start_or_resume)
 from ..engine.meter import EpochMeter, EpochTotals
 from ..engine.progress import Progress
 from ..engine.record import device_name, versions
@@ -95,8 +96,11 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
                    momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 64,
                    seed: int = 0, device: str | torch.device = "auto", data_root: str | Path = "data",
                    download: bool = False, resume: bool = True,
-                   progress: Progress | None = None) -> dict[str, Any]:
+                   progress: Progress | None = None,
+                   stale_resume: str = "refuse") -> dict[str, Any]:
     """Train the view branches of ``settings`` (``angularkd`` method settings) on a frozen teacher.
+
+    ``resume``, ``stale_resume``: as :func:`kdsrc.engine.train`, for the ``.partial`` file.
 
     ``epochs``, ``lr``, ``milestones`` default to the settings' ``pretrain_epochs``,
     ``pretrain_lr``, ``pretrain_milestones`` (30, 0.1, [10, 20]); the values used are written
@@ -110,6 +114,7 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
     milestones = list(s["pretrain_milestones"] if milestones is None else milestones)
     if epochs < 1:
         raise ConfigError(f"pretrain_epochs: must be >= 1, got {epochs}")
+    check_stale_resume(stale_resume)
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
     progress = progress or Progress()
@@ -141,8 +146,8 @@ def pretrain_views(teacher_name: str, teacher_checkpoint: str | Path, dataset: s
                      progress)
     resume_file = ResumeFile(partial, PARTIAL_FORMAT, "signature", signature, lambda old: (
         "another pretraining (teacher, settings or recipe differ)"))
-    done = resume_from(resume_file, work, None, progress) if resume and partial.exists() \
-        else RunProgress(score=None)
+    done = start_or_resume(resume_file, work, None, progress, enabled=resume,
+                           stale_resume=stale_resume)
     done = run_epochs(work, epochs=epochs, solver=solver, optimizer=optimizer,
                       loader=train_loader, resume=resume_file, done=done, progress=progress,
                       epochs_key="pretrain_epochs")

@@ -143,6 +143,36 @@ def resume_from(resume: ResumeFile, work: EpochWork, score: str | None,
     return RunProgress.from_saved(state, score)
 
 
+#: what to do with a resume file of another training (:class:`~kdsrc.errors.StaleResumeError`):
+#: ``refuse`` (the error; the CLI and the library) or ``restart`` (say so and start afresh: the
+#: workflow, whose jobs rerun precisely because their config or inputs changed)
+STALE_RESUME = ("refuse", "restart")
+
+
+def check_stale_resume(stale_resume: str) -> None:
+    if stale_resume not in STALE_RESUME:
+        raise ConfigError(f"stale_resume: expected one of {', '.join(STALE_RESUME)}, got "
+                          f"{stale_resume!r}")
+
+
+def start_or_resume(resume: ResumeFile, work: EpochWork, score: str | None,
+                    progress: Progress, *, enabled: bool = True,
+                    stale_resume: str = "refuse") -> RunProgress:
+    """:func:`resume_from` when resuming is ``enabled`` and the file exists, else a fresh start;
+    a file of another training is refused or, with ``stale_resume="restart"``, left to be
+    replaced after the first epoch (nothing of it was loaded: the work is as a fresh one)."""
+    check_stale_resume(stale_resume)
+    if not (enabled and resume.exists()):
+        return RunProgress(score=score)
+    try:
+        return resume_from(resume, work, score, progress)
+    except StaleResumeError as e:
+        if stale_resume == "refuse":
+            raise
+        progress.line(f"not resuming: {e.path} {e.reason}; training from the start")
+        return RunProgress(score=score)
+
+
 def check_finite(totals: EpochTotals, epoch: int, steps: int, where: str) -> None:
     """Stop on the epoch's first non-finite loss, named by step and term."""
     if totals.first_bad is not None:

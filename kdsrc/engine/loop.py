@@ -32,7 +32,8 @@ from ..models.checkpoint import load_init_weights
 from ..models.upsample import upsample_inputs
 from ..teachers import sha256_file
 from .capture import StaticStep, run_capture_blocker
-from .epochs import ResumeFile, RunProgress, drain, epoch_steps, resume_from
+from .epochs import (ResumeFile, RunProgress, check_stale_resume, drain, epoch_steps,
+                     start_or_resume)
 from .recipe import (build_mixup, build_optimizer, cache_blocker, head_only_modes, mixes,
                      normalization,
                      recipe_capture_blocker, resize_spec)
@@ -323,9 +324,6 @@ class RunWork:
         self.parts.optimizer.load_state_dict(state["optimizer"])
 
 
-#: ``stale_resume`` of :func:`train`
-STALE_RESUME = ("refuse", "restart")
-
 #: what each entry of a resume file's ``sources`` is, for the refusal's message
 SOURCE_WHAT = {"teacher_weights_sha256": "teacher (weights sha256)",
                "init_sha256": "initial-weights file (sha256)",
@@ -522,9 +520,7 @@ def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.
     """Everything :func:`train` does before the first step (same arguments): resolve the
     config, seed, load the data, build the run, resume it. Draws from the global RNGs in the
     order :func:`train` always has."""
-    if stale_resume not in STALE_RESUME:
-        raise ConfigError(f"stale_resume: expected one of {', '.join(STALE_RESUME)}, got "
-                          f"{stale_resume!r}")
+    check_stale_resume(stale_resume)
     cfg = resolve_run_config(config)
     chash = config_hash(cfg)
     progress = progress or Progress()
@@ -577,16 +573,8 @@ def prepare_run(config: dict[str, Any], paths: RunPaths, *, device: str | torch.
                    val_loader=val_loader, num_classes=data.num_classes,
                    sources=run_sources(cfg, parts, init_weights))
     last = resume_file(paths, chash)
-    done = RunProgress()
-    if resume and last.exists():
-        try:
-            done = resume_from(last, work, "test_top1", progress)
-        except StaleResumeError as e:
-            if stale_resume == "refuse":
-                raise
-            # nothing was loaded: the run is as a fresh one is here; last.pt is replaced after
-            # its first epoch
-            progress.line(f"not resuming: {e.path} {e.reason}; training from the start")
+    done = start_or_resume(last, work, "test_top1", progress, enabled=resume,
+                           stale_resume=stale_resume)
     if step_kind != "ordinary":   # after a resume: its buffers are the resumed optimizer's
         work.static = StaticStep(distiller, optimizer, train_loader, epochs=solver["epochs"],
                                  autocast_dtype=torch.bfloat16 if autocast else None,

@@ -31,7 +31,7 @@ class Progress:
 
     def _loss_value(self, loss, now: float) -> float:
         if now - self._last_read >= self.read_interval:
-            self._loss = float(loss)
+            self._loss = float(loss.detach() if hasattr(loss, "detach") else loss)
             self._last_read = now
         return self._loss
 

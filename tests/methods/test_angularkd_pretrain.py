@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 import subprocess
 
@@ -13,7 +14,7 @@ from kdsrc_testutil import KDSRC, digits_setup
 from kdsrc.cli import main
 from kdsrc.distillers.views import VIEWS_FORMAT, load_views_file
 from kdsrc.engine import Progress, RunPaths, train
-from kdsrc.errors import ConfigError
+from kdsrc.errors import ConfigError, StaleResumeError
 
 QUIET = Progress(enabled=False)
 SETS = ["--set", "base=kd", "--set", "pretrain_epochs=1", "--set", "pretrain_milestones=[]"]
@@ -166,12 +167,23 @@ def test_pretraining_resumes_to_the_same_views(tmp_path, digits_teacher):
         pretrain_views("resnet8", digits_teacher, "digits", settings, cut, device="cpu",
                        progress=Kill(enabled=False))
     assert cut.with_name("cut.pt.partial").exists() and not cut.exists()
+    stale = tmp_path / "stale.pt"
+    shutil.copy(cut.with_name("cut.pt.partial"), stale.with_name("stale.pt.partial"))
+    other = {**settings, "pretrain_lr": 0.05}
+    with pytest.raises(StaleResumeError, match="another pretraining"):
+        pretrain_views("resnet8", digits_teacher, "digits", other, cut, **kw)
     meta = pretrain_views("resnet8", digits_teacher, "digits", settings, cut, **kw)
     a, _ = load_views_file(full)
     b, _ = load_views_file(cut)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["epoch"] for r in meta["history"]] == [1, 2]
     assert not cut.with_name("cut.pt.partial").exists()
+    # the workflow's choice: the partial file of other settings is replaced, training restarts
+    text = io.StringIO()
+    meta = pretrain_views("resnet8", digits_teacher, "digits", other, stale, device="cpu",
+                          progress=Progress(text), stale_resume="restart")
+    assert "not resuming: " in text.getvalue() and "another pretraining" in text.getvalue()
+    assert [r["epoch"] for r in meta["history"]] == [1, 2] and meta["pretrain"]["pretrain_lr"] == 0.05
 
 
 def test_a_non_finite_loss_stops_stage_1_at_the_end_of_its_epoch(tmp_path, digits_teacher,
